@@ -1,0 +1,82 @@
+import Foundation
+import GraphPasses
+
+/// What `bnfold IN -o OUT` did, for people (``text()``) and for scripts
+/// (``json()``: the same facts as one JSON object; field names are part of
+/// the command-line contract).
+struct FoldReport: Encodable {
+    struct BatchNormCounts: Encodable {
+        var found: Int
+        var folded: Int
+        var kept: Int
+    }
+    struct Written: Encodable {
+        var modelBytes: Int
+        var externalDataFile: String?
+        var externalTensors: Int
+        var externalDataBytes: Int
+        var switchedToExternalData: Bool
+    }
+    struct Seconds: Encodable {
+        var read: Double
+        var passes: Double
+        var write: Double
+        var total: Double
+    }
+
+    var tool = "bnfold"
+    var version = BnfoldVersion.string
+    var input: String
+    var output: String
+    var passes: [String]
+    var nodesBefore: Int
+    var nodesAfter: Int
+    var batchNorm: BatchNormCounts
+    var remarks: [Remark]
+    var iterations: Int
+    var written: Written
+    var seconds: Seconds
+
+    init(input: String, output: String, passes: [String], nodesBefore: Int, nodesAfter: Int,
+         batchNorm: BatchNormCounts, remarks: [Remark], iterations: Int, written: Written, seconds: Seconds) {
+        self.input = input; self.output = output; self.passes = passes
+        self.nodesBefore = nodesBefore; self.nodesAfter = nodesAfter; self.batchNorm = batchNorm
+        self.remarks = remarks; self.iterations = iterations; self.written = written; self.seconds = seconds
+    }
+
+    func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(self)) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func text() -> String {
+        var out = "bnfold \(version): \(input) -> \(output)\n"
+        out += "  nodes: \(nodesBefore) -> \(nodesAfter)"
+        out += passes.isEmpty ? " (no passes run)\n" : "\n"
+        out += "  BatchNormalization: \(batchNorm.found) found, \(batchNorm.folded) folded, \(batchNorm.kept) kept\n"
+        for remark in remarks where remark.kind == .missed {
+            out += "    kept \(remark.node) [\(remark.reason)]: \(remark.message)\n"
+        }
+        out += "  wrote \(formatBytes(written.modelBytes))"
+        if let file = written.externalDataFile {
+            out += " + \(file) (\(written.externalTensors) tensors, \(formatBytes(written.externalDataBytes)))"
+        }
+        out += "\n"
+        if written.switchedToExternalData {
+            out += "  note: the model would exceed protobuf's 2 GiB limit, so tensor data was written as external data\n"
+        }
+        out += String(format: "  time: %.3f s (read %.3f, passes %.3f, write %.3f)\n",
+                      seconds.total, seconds.read, seconds.passes, seconds.write)
+        return out
+    }
+}
+
+func formatBytes(_ n: Int) -> String {
+    if n < 1024 { return "\(n) B" }
+    if n < 1 << 20 { return String(format: "%.1f KiB", Double(n) / 1024) }
+    if n < 1 << 30 { return String(format: "%.1f MiB", Double(n) / 1048576) }
+    return String(format: "%.2f GiB", Double(n) / 1073741824)
+}

@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CONNX
+import ONNXGraph
+
+/// Memory for a protobuf-c message tree built from the IR for packing.
+///
+/// Every struct, string and array is allocated here and freed together when
+/// the arena goes. Tensor payloads are not copied: `bytes(_:)` points the C
+/// field at the IR's own buffer and keeps its owner alive until the arena is
+/// freed, so packing streams weights from wherever they already are.
+final class CArena {
+    private var allocations: [UnsafeMutableRawPointer] = []
+    private var keepAlive: [AnyObject] = []
+
+    deinit { for p in allocations { free(p) } }
+
+    /// Zeroed memory for `count` values of `T`.
+    func allocate<T>(_: T.Type, count: Int = 1) -> UnsafeMutablePointer<T> {
+        let raw = calloc(max(count, 1), MemoryLayout<T>.stride)!
+        allocations.append(raw)
+        return raw.bindMemory(to: T.self, capacity: max(count, 1))
+    }
+
+    /// A message initialised by its generated `init` function (which sets the descriptor).
+    func message<T>(_ initialize: (UnsafeMutablePointer<T>) -> Void) -> UnsafeMutablePointer<T> {
+        let p = allocate(T.self)
+        initialize(p)
+        return p
+    }
+
+    func cString(_ s: String?) -> UnsafeMutablePointer<CChar>? {
+        guard let s else { return nil }
+        let p = strdup(s)!
+        allocations.append(UnsafeMutableRawPointer(p))
+        return p
+    }
+
+    func cStrings(_ list: [String]) -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
+        guard !list.isEmpty else { return (0, nil) }
+        let array = allocate(UnsafeMutablePointer<CChar>?.self, count: list.count)
+        for (i, s) in list.enumerated() { array[i] = cString(s) }
+        return (list.count, array)
+    }
+
+    func scalars<T>(_ list: [T]) -> (Int, UnsafeMutablePointer<T>?) {
+        guard !list.isEmpty else { return (0, nil) }
+        let array = allocate(T.self, count: list.count)
+        for (i, v) in list.enumerated() { array[i] = v }
+        return (list.count, array)
+    }
+
+    /// A repeated message field built from `list`.
+    func messages<S, T>(_ list: [S], _ encode: (S) throws -> UnsafeMutablePointer<T>) rethrows
+        -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<T>?>?) {
+        guard !list.isEmpty else { return (0, nil) }
+        let array = allocate(UnsafeMutablePointer<T>?.self, count: list.count)
+        for (i, item) in list.enumerated() { array[i] = try encode(item) }
+        return (list.count, array)
+    }
+
+    /// Points at `buffer`'s bytes without copying them.
+    func bytes(_ buffer: ByteBuffer) -> ProtobufCBinaryData {
+        if let owner = buffer.owner { keepAlive.append(owner) }
+        return ProtobufCBinaryData(len: buffer.count,
+                                   data: UnsafeMutablePointer(mutating: buffer.baseAddress?.assumingMemoryBound(to: UInt8.self)))
+    }
+
+    /// A typed view of `buffer` for a packed repeated field, without copying.
+    func typed<T>(_ buffer: ByteBuffer, as _: T.Type) -> (Int, UnsafeMutablePointer<T>?) {
+        guard buffer.count > 0, let base = buffer.baseAddress else { return (0, nil) }
+        if let owner = buffer.owner { keepAlive.append(owner) }
+        let stride = MemoryLayout<T>.stride
+        if Int(bitPattern: base) % MemoryLayout<T>.alignment == 0 {
+            return (buffer.count / stride, UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: T.self)))
+        }
+        // Misaligned source (never produced by the reader): copy to aligned memory.
+        let copy = allocate(T.self, count: buffer.count / stride)
+        memcpy(copy, base, buffer.count)
+        return (buffer.count / stride, copy)
+    }
+
+    /// Small bytes (attribute strings): copied.
+    func copiedBytes(_ bytes: [UInt8]) -> ProtobufCBinaryData {
+        guard !bytes.isEmpty else { return ProtobufCBinaryData(len: 0, data: nil) }
+        let p = allocate(UInt8.self, count: bytes.count)
+        bytes.withUnsafeBufferPointer { _ = memcpy(p, $0.baseAddress!, bytes.count) }
+        return ProtobufCBinaryData(len: bytes.count, data: p)
+    }
+
+    /// Attaches unknown fields to a message so that pack writes them back.
+    func attach(_ unknown: UnknownFields, to base: inout ProtobufCMessage) {
+        guard !unknown.isEmpty else { return }
+        let fields = allocate(ProtobufCMessageUnknownField.self, count: unknown.fields.count)
+        for (i, f) in unknown.fields.enumerated() {
+            let data = copiedBytes(f.payload)
+            fields[i] = ProtobufCMessageUnknownField(
+                tag: f.number, wire_type: ProtobufCWireType(rawValue: UInt32(f.wireType)),
+                len: data.len, data: data.data)
+        }
+        base.n_unknown_fields = UInt32(unknown.fields.count)
+        base.unknown_fields = fields
+    }
+}

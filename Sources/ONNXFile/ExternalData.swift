@@ -1,0 +1,159 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import ONNXGraph
+
+/// Finds the bytes of `data_location = EXTERNAL` tensors, safely.
+///
+/// The `location` key names a file relative to the model's directory. A
+/// model file can come from anywhere, so the location is refused when it is
+/// absolute, contains `..`, or resolves (through symlinks) outside that
+/// directory; the offset and length must lie within the file. Files are
+/// mapped lazily, once each, and shared by all tensors in them.
+final class ExternalDataResolver {
+    /// The model's directory, with symlinks resolved.
+    let directory: String
+    let modelFile: String
+    private var mapped: [String: MappedFile] = [:]
+
+    init(modelFile: String) throws {
+        self.modelFile = modelFile
+        let dir = parentDirectory(of: modelFile)
+        guard let real = realPath(dir) else {
+            throw ModelFileError(file: modelFile, "cannot resolve its directory '\(dir)'")
+        }
+        directory = real
+    }
+
+    struct Entry {
+        var location: String
+        var offset: Int
+        var length: Int?
+    }
+
+    func resolve(_ tensor: Tensor) throws -> ExternalBytes {
+        let name = tensor.name ?? "<unnamed>"
+        func fail(_ problem: String) -> ModelFileError {
+            ModelFileError(file: modelFile, "tensor '\(name)': external data \(problem)")
+        }
+        var location: String?
+        var offset = 0
+        var length: Int?
+        for entry in tensor.externalData {
+            switch entry.key {
+            case "location": location = entry.value
+            case "offset":
+                guard let v = entry.value.flatMap({ Int($0) }), v >= 0 else {
+                    throw fail("has an invalid offset '\(entry.value ?? "")'")
+                }
+                offset = v
+            case "length":
+                guard let v = entry.value.flatMap({ Int($0) }), v >= 0 else {
+                    throw fail("has an invalid length '\(entry.value ?? "")'")
+                }
+                length = v
+            default: break
+            }
+        }
+        guard let location, !location.isEmpty else { throw fail("has no location") }
+        if location.hasPrefix("/") { throw fail("location '\(location)' is an absolute path; only paths inside the model's directory are allowed") }
+        if location.contains("\0") { throw fail("location contains a NUL byte") }
+        if location.split(separator: "/").contains("..") || location.split(separator: "\\").contains("..") {
+            throw fail("location '\(location)' contains '..'; only paths inside the model's directory are allowed")
+        }
+        let joined = directory + "/" + location
+        guard let real = realPath(joined) else {
+            throw fail("file '\(location)' does not exist next to the model")
+        }
+        guard real.hasPrefix(directory == "/" ? "/" : directory + "/") else {
+            throw fail("location '\(location)' leads outside the model's directory (through a symbolic link)")
+        }
+        var st = stat()
+        guard stat(real, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            throw fail("file '\(location)' is not a regular file")
+        }
+        let fileSize = Int(st.st_size)
+        let count = tensor.elementCount ?? 0
+        let expected = tensor.elementType.byteCount(elements: count)
+        let size = length ?? expected ?? (fileSize - offset)
+        if let expected, size != expected {
+            throw fail("length \(size) does not match its shape \(tensor.dims) of \(tensor.elementType), which needs \(expected) bytes")
+        }
+        guard offset <= fileSize, size <= fileSize - offset else {
+            throw fail("range \(offset)..<\(offset + size) lies past the end of '\(location)' (\(fileSize) bytes)")
+        }
+        let description = "'\(location)' at offset \(offset)"
+        return ExternalBytes(description: description) { [self] in
+            try self.bytes(real: real, location: location, offset: offset, count: size, tensor: name)
+        }
+    }
+
+    private func bytes(real: String, location: String, offset: Int, count: Int, tensor: String) throws -> ByteBuffer {
+        if count == 0 { return .empty }
+        let file: MappedFile
+        if let m = mapped[real] {
+            file = m
+        } else {
+            file = try MappedFile(path: real, displayName: location)
+            mapped[real] = file
+        }
+        guard offset + count <= file.size else {
+            throw ModelFileError(file: modelFile, "tensor '\(tensor)': external data file '\(location)' shrank while being read")
+        }
+        return ByteBuffer(borrowing: file.base + offset, count: count, owner: file)
+    }
+}
+
+/// A whole file mapped read-only; unmapped when the last buffer into it goes.
+final class MappedFile {
+    let base: UnsafeRawPointer
+    let size: Int
+
+    init(path: String, displayName: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw ModelFileError(file: displayName, "cannot open: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            throw ModelFileError(file: displayName, "cannot stat: \(String(cString: strerror(errno)))")
+        }
+        size = Int(st.st_size)
+        if size == 0 {
+            base = UnsafeRawPointer(bitPattern: 1)!  // never dereferenced
+            return
+        }
+        let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let p, p != MAP_FAILED else {
+            throw ModelFileError(file: displayName, "cannot map into memory: \(String(cString: strerror(errno)))")
+        }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit {
+        if size > 0 { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+    }
+}
+
+/// The directory part of a path ("." for a bare file name).
+func parentDirectory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    let dir = String(path[..<slash])
+    return dir.isEmpty ? "/" : dir
+}
+
+/// The last component of a path.
+func baseName(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return path }
+    return String(path[path.index(after: slash)...])
+}
+
+/// realpath(3): the absolute path with symlinks resolved, or nil if it does not exist.
+func realPath(_ path: String) -> String? {
+    guard let r = realpath(path, nil) else { return nil }
+    defer { free(r) }
+    return String(cString: r)
+}

@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CONNX
+import ONNXGraph
+
+/// Reads `.onnx` files into the IR.
+///
+/// The file is memory-mapped and unpacked by protobuf-c, which copies each
+/// `bytes` field once; the mapping is dropped right after, so peak memory is
+/// about one model's size. The IR then borrows the unpacked tensor bytes.
+/// External data files are checked now and mapped only when a tensor's
+/// bytes are first needed.
+public enum ModelReader {
+    /// Reads the model at `path`.
+    ///
+    /// - Throws: ``ModelFileError`` naming the file and the problem: missing,
+    ///   a directory, empty, not protobuf, truncated, not an ONNX model, a
+    ///   tensor whose data does not match its shape, unsafe or broken
+    ///   external data.
+    public static func read(path: String) throws -> Model {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            let reason = errno == ENOENT ? "no such file" : String(cString: strerror(errno))
+            throw ModelFileError(file: path, "cannot read: \(reason)")
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            throw ModelFileError(file: path, "is a directory, not a model file")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw ModelFileError(file: path, "is not a regular file")
+        }
+        let size = Int(st.st_size)
+        guard size > 0 else { throw ModelFileError(file: path, "is empty") }
+
+        let file = try MappedFile(path: path, displayName: path)
+        let bytes = UnsafeRawBufferPointer(start: file.base, count: file.size)
+        guard let unpacked = onnx__model_proto__unpack(nil, file.size, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)) else {
+            throw ModelFileError(file: path, WireScan.diagnose(bytes))
+        }
+        // protobuf-c copied every bytes field; the mapping can go now (the
+        // MappedFile is released at the end of this scope).
+        let tree = UnpackedModel(unpacked)
+        guard unpacked.pointee.graph != nil else {
+            throw ModelFileError(file: path, "is not an ONNX model: it is protobuf, but has no graph")
+        }
+        guard unpacked.pointee.has_ir_version != 0 else {
+            throw ModelFileError(file: path, "is not an ONNX model: it has no ir_version")
+        }
+        let decoder = ProtoDecoder(owner: tree, external: try ExternalDataResolver(modelFile: path), fileName: path)
+        return try decoder.model(unpacked)
+    }
+}
+
+/// Owns a message tree unpacked by protobuf-c and frees it with the same
+/// allocator when the last tensor borrowing from it is gone.
+final class UnpackedModel {
+    let pointer: UnsafeMutablePointer<Onnx__ModelProto>
+    init(_ pointer: UnsafeMutablePointer<Onnx__ModelProto>) { self.pointer = pointer }
+    deinit { onnx__model_proto__free_unpacked(pointer, nil) }
+}
+
+/// Says why protobuf-c refused a file. protobuf-c only returns NULL, so this
+/// walks the wire format itself to find the first thing that is wrong.
+enum WireScan {
+    static func diagnose(_ bytes: UnsafeRawBufferPointer) -> String {
+        if let problem = firstProblem(bytes) { return problem }
+        return "is not a valid ONNX model: protobuf could not decode it (a field has the wrong type or a nested message is malformed)"
+    }
+
+    /// The first malformed or truncated top-level field. A file cut short
+    /// always shows here: its last top-level field (usually the graph) claims
+    /// more bytes than remain.
+    private static func firstProblem(_ bytes: UnsafeRawBufferPointer) -> String? {
+        let base = 0
+        var pos = 0
+        let end = bytes.count
+        func varint() -> UInt64? {
+            var value: UInt64 = 0
+            var shift: UInt64 = 0
+            while pos < end && shift < 64 {
+                let b = bytes[pos]
+                pos += 1
+                value |= UInt64(b & 0x7F) << shift
+                if b & 0x80 == 0 { return value }
+                shift += 7
+            }
+            return nil
+        }
+        while pos < end {
+            let start = pos
+            guard let key = varint() else {
+                return pos >= end ? "is truncated: it ends inside a field header at byte \(base + start)"
+                    : "is not protobuf: invalid field header at byte \(base + start)"
+            }
+            let field = key >> 3
+            let wire = key & 7
+            if field == 0 { return "is not protobuf: field number 0 at byte \(base + start)" }
+            switch wire {
+            case 0:
+                guard varint() != nil else { return "is truncated: it ends inside field \(field) at byte \(base + start)" }
+            case 1, 5:
+                let n = wire == 1 ? 8 : 4
+                guard end - pos >= n else { return "is truncated: it ends inside field \(field) at byte \(base + start)" }
+                pos += n
+            case 2:
+                guard let len = varint() else { return "is truncated: it ends inside field \(field) at byte \(base + start)" }
+                guard len <= UInt64(end - pos) else {
+                    return "is truncated or corrupt: field \(field) at byte \(base + start) claims \(len) bytes but only \(end - pos) remain"
+                }
+                pos += Int(len)
+            default:
+                return "is not protobuf: invalid wire type \(wire) at byte \(base + start)"
+            }
+        }
+        return nil
+    }
+}

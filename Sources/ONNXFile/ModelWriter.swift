@@ -1,0 +1,178 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CONNX
+import ONNXGraph
+
+/// How tensor data is laid out in the written model.
+public enum ExternalDataMode: String, CaseIterable, Sendable {
+    /// Each tensor where it was: external tensors go to the output's data
+    /// file, inline ones stay inline (new tensors are inline).
+    case keep
+    /// Everything in the .onnx file (still switched to external if the
+    /// model would pass protobuf's 2 GiB limit).
+    case inline
+    /// Every initializer of at least `externalThreshold` bytes in the data file.
+    case external
+}
+
+/// Options for ``ModelWriter/write(_:to:options:)``.
+public struct WriteOptions: Sendable {
+    public var externalData: ExternalDataMode = .keep
+    /// Name of the external data file, next to the output; defaults to the
+    /// output's file name plus ".data".
+    public var externalDataFileName: String?
+    /// Tensors smaller than this stay inline when placing data externally
+    /// (the same default as the onnx Python package).
+    public var externalThreshold = 1024
+    /// Largest serialized model written as one protobuf message. Protobuf
+    /// cannot read messages of 2 GiB or more, and protobuf-c writes their
+    /// length silently truncated; injectable so tests can exercise the switch.
+    public var protobufSizeLimit = Int(Int32.max)
+    /// External data offsets are multiples of this, so that mapped tensors are aligned.
+    public var externalAlignment = 64
+
+    public init(externalData: ExternalDataMode = .keep) { self.externalData = externalData }
+}
+
+/// What the writer did.
+public struct WriteSummary: Sendable {
+    /// Bytes in the .onnx file.
+    public var modelBytes: Int
+    /// The external data file's name (relative to the output's directory), if one was written.
+    public var externalDataFile: String?
+    public var externalTensors: Int
+    public var externalDataBytes: Int
+    /// Set when the requested layout would have passed the protobuf size
+    /// limit and the writer moved tensors to external data instead.
+    public var switchedToExternalData: Bool
+}
+
+/// Writes the IR to `.onnx` files, safely.
+///
+/// The model is packed by protobuf-c straight into a temporary file in the
+/// output's directory (tensor bytes stream from wherever they are — the
+/// input's unpacked tree, a mapped external file, or a pass's new buffer —
+/// with no copy), flushed with fsync, and renamed over the output only when
+/// complete. On any error the temporary files are removed and the output is
+/// untouched. A model that would exceed the protobuf size limit is written
+/// with external data instead of as a corrupt file.
+public enum ModelWriter {
+    public static func write(_ model: Model, to path: String, options: WriteOptions = WriteOptions()) throws -> WriteSummary {
+        let directory = parentDirectory(of: path)
+        let dataName = options.externalDataFileName ?? baseName(of: path) + ".data"
+
+        // Plan: place every tensor, build the message tree, measure it. If it
+        // is over the limit, move initializers to external data, then
+        // everything that can move; past that the model cannot be written.
+        var attempts: [(mode: ExternalDataMode, forceAll: Bool)] = [(options.externalData, false)]
+        if options.externalData != .external { attempts.append((.external, false)) }
+        attempts.append((.external, true))
+        var built: (plan: DataPlan, arena: CArena, tree: UnsafeMutablePointer<Onnx__ModelProto>, attempt: Int)?
+        var size = 0
+        for (i, attempt) in attempts.enumerated() {
+            let plan = DataPlan(mode: attempt.mode, forceAll: attempt.forceAll, fileName: dataName,
+                                threshold: options.externalThreshold, alignment: options.externalAlignment,
+                                modelFile: path)
+            let arena = CArena()
+            let tree = try ProtoEncoder(arena: arena, placement: plan.place).model(model)
+            size = onnx__model_proto__get_packed_size(tree)
+            if size <= options.protobufSizeLimit {
+                built = (plan, arena, tree, i)
+                break
+            }
+        }
+        guard let (plan, arena, tree, attempt) = built else {
+            throw ModelFileError(
+                file: path,
+                "cannot be written: even with all tensor data external the model needs \(size) bytes, over protobuf's limit of \(options.protobufSizeLimit)")
+        }
+        let switched = attempt > 0
+
+        let temps = TemporaryFiles()
+        defer { temps.removeAll() }
+        var dataBytes = 0
+        if !plan.entries.isEmpty {
+            let dataPath = directory + "/" + dataName
+            let dataTemp = try temps.create(near: dataPath, displayName: dataName)
+            let sink = FileSink(fd: dataTemp.fd, displayName: dataName)
+            for entry in plan.entries {
+                try sink.pad(to: entry.offset)
+                try sink.write(entry.bytes)
+            }
+            try sink.finish()
+            dataBytes = sink.written
+        }
+        let modelTemp = try temps.create(near: path, displayName: path)
+        let sink = FileSink(fd: modelTemp.fd, displayName: path)
+        try sink.pack(tree)
+        try sink.finish()
+        withExtendedLifetime(arena) {}
+
+        // Data first, then the model that refers to it.
+        try temps.commitAll(directory: directory)
+        return WriteSummary(modelBytes: sink.written,
+                            externalDataFile: plan.entries.isEmpty ? nil : dataName,
+                            externalTensors: plan.entries.count,
+                            externalDataBytes: dataBytes,
+                            switchedToExternalData: switched)
+    }
+}
+
+/// Decides where each tensor's data goes and lays out the external file.
+final class DataPlan {
+    struct Entry {
+        let bytes: ByteBuffer
+        let offset: Int
+    }
+    let mode: ExternalDataMode
+    let fileName: String
+    let threshold: Int
+    let alignment: Int
+    let modelFile: String
+    /// Also move tensors inside attributes (Constant values) and small ones.
+    let forceAll: Bool
+    private(set) var entries: [Entry] = []
+    private var end = 0
+
+    init(mode: ExternalDataMode, forceAll: Bool, fileName: String, threshold: Int, alignment: Int, modelFile: String) {
+        self.mode = mode
+        self.forceAll = forceAll
+        self.fileName = fileName
+        self.threshold = threshold
+        self.alignment = max(alignment, 1)
+        self.modelFile = modelFile
+    }
+
+    func place(_ tensor: Tensor, isInitializer: Bool) throws -> TensorPlacement {
+        let wasExternal = tensor.location == .external
+        let external: Bool
+        switch mode {
+        case .keep: external = wasExternal
+        case .inline: external = false
+        case .external:
+            if wasExternal { external = true; break }
+            guard isInitializer || forceAll, tensor.segment == nil, tensor.elementType != .string,
+                  let count = tensor.elementCount, let bytes = tensor.elementType.byteCount(elements: count),
+                  bytes >= (forceAll ? 1 : threshold) else { return .asIs }
+            external = true
+        }
+        if !external {
+            guard wasExternal else { return .asIs }
+            return .inline(try loadBytes(tensor))
+        }
+        let bytes = try loadBytes(tensor)
+        let offset = (end + alignment - 1) / alignment * alignment
+        entries.append(Entry(bytes: bytes, offset: offset))
+        end = offset + bytes.count
+        return .external(location: fileName, offset: offset, length: bytes.count)
+    }
+
+    private func loadBytes(_ tensor: Tensor) throws -> ByteBuffer {
+        do { return try tensor.dataBytes() } catch let e as TensorDataError {
+            throw ModelFileError(file: modelFile, "cannot write \(e)")
+        }
+    }
+}

@@ -1,0 +1,362 @@
+import CONNX
+import ONNXGraph
+
+/// Converts an unpacked protobuf-c message tree into the Swift IR.
+///
+/// Tensor payloads (`raw_data` and the typed `*_data` arrays) are not copied:
+/// the IR's `ByteBuffer`s point into the tree and keep `owner` — which frees
+/// the tree when the last buffer goes — alive. Everything else (names,
+/// attributes, shapes) is small and copied into Swift values.
+struct ProtoDecoder {
+    /// Keeps the unpacked tree alive while any tensor borrows from it.
+    let owner: AnyObject
+    /// Resolves `data_location = EXTERNAL` tensors.
+    let external: ExternalDataResolver
+    /// Tensor problems are reported with this file name.
+    let fileName: String
+
+    // MARK: Helpers
+
+    func string(_ p: UnsafeMutablePointer<CChar>?) -> String? {
+        p.map { String(cString: $0) }
+    }
+
+    func strings(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> [String] {
+        guard let p, n > 0 else { return [] }
+        return (0..<n).map { p[$0].map { String(cString: $0) } ?? "" }
+    }
+
+    func messages<C, T>(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<C>?>?,
+                        _ convert: (UnsafeMutablePointer<C>) throws -> T) rethrows -> [T] {
+        guard let p, n > 0 else { return [] }
+        var out: [T] = []
+        out.reserveCapacity(n)
+        for i in 0..<n { if let m = p[i] { out.append(try convert(m)) } }
+        return out
+    }
+
+    func scalars<T>(_ n: Int, _ p: UnsafeMutablePointer<T>?) -> [T] {
+        guard let p, n > 0 else { return [] }
+        return Array(UnsafeBufferPointer(start: p, count: n))
+    }
+
+    /// Borrowed view of a typed repeated field's elements.
+    func borrowed<T>(_ n: Int, _ p: UnsafeMutablePointer<T>?) -> ByteBuffer {
+        guard let p, n > 0 else { return .empty }
+        return ByteBuffer(borrowing: UnsafeRawPointer(p), count: n * MemoryLayout<T>.stride, owner: owner)
+    }
+
+    func borrowed(_ data: ProtobufCBinaryData) -> ByteBuffer {
+        ByteBuffer(borrowing: UnsafeRawPointer(data.data), count: data.len, owner: owner)
+    }
+
+    func bytes(_ data: ProtobufCBinaryData) -> [UInt8] {
+        guard let d = data.data, data.len > 0 else { return [] }
+        return Array(UnsafeBufferPointer(start: d, count: data.len))
+    }
+
+    func unknown(_ base: ProtobufCMessage) -> UnknownFields {
+        guard base.n_unknown_fields > 0, let fields = base.unknown_fields else { return UnknownFields() }
+        return UnknownFields((0..<Int(base.n_unknown_fields)).map { i in
+            let f = fields[i]
+            let payload = f.data.map { Array(UnsafeBufferPointer(start: $0, count: f.len)) } ?? []
+            return UnknownFields.Field(number: f.tag, wireType: UInt8(f.wire_type.rawValue), payload: payload)
+        })
+    }
+
+    func pairs(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<Onnx__StringStringEntryProto>?>?) -> [StringPair] {
+        messages(n, p) { e in
+            var pair = StringPair(key: string(e.pointee.key), value: string(e.pointee.value))
+            pair.unknownFields = unknown(e.pointee.base)
+            return pair
+        }
+    }
+
+    func opsets(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<Onnx__OperatorSetIdProto>?>?) -> [OperatorSetID] {
+        messages(n, p) { o in
+            var id = OperatorSetID(domain: string(o.pointee.domain),
+                                   version: o.pointee.has_version != 0 ? o.pointee.version : nil)
+            id.unknownFields = unknown(o.pointee.base)
+            return id
+        }
+    }
+
+    // MARK: Model
+
+    func model(_ m: UnsafeMutablePointer<Onnx__ModelProto>) throws -> Model {
+        let p = m.pointee
+        var model = Model()
+        model.irVersion = p.has_ir_version != 0 ? p.ir_version : nil
+        model.opsetImports = opsets(p.n_opset_import, p.opset_import)
+        model.producerName = string(p.producer_name)
+        model.producerVersion = string(p.producer_version)
+        model.domain = string(p.domain)
+        model.modelVersion = p.has_model_version != 0 ? p.model_version : nil
+        model.docString = string(p.doc_string)
+        model.graph = try p.graph.map(graph)
+        model.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
+        model.trainingInfo = try messages(p.n_training_info, p.training_info) { t in
+            var info = TrainingInfo()
+            info.initialization = try t.pointee.initialization.map(graph)
+            info.algorithm = try t.pointee.algorithm.map(graph)
+            info.initializationBinding = pairs(t.pointee.n_initialization_binding, t.pointee.initialization_binding)
+            info.updateBinding = pairs(t.pointee.n_update_binding, t.pointee.update_binding)
+            info.unknownFields = unknown(t.pointee.base)
+            return info
+        }
+        model.functions = try messages(p.n_functions, p.functions, function)
+        model.configuration = messages(p.n_configuration, p.configuration) { c in
+            var config = DeviceConfiguration()
+            config.name = string(c.pointee.name)
+            config.numDevices = c.pointee.has_num_devices != 0 ? c.pointee.num_devices : nil
+            config.devices = strings(c.pointee.n_device, c.pointee.device)
+            config.unknownFields = unknown(c.pointee.base)
+            return config
+        }
+        model.unknownFields = unknown(p.base)
+        return model
+    }
+
+    func function(_ f: UnsafeMutablePointer<Onnx__FunctionProto>) throws -> Function {
+        let p = f.pointee
+        var fn = Function()
+        fn.name = string(p.name)
+        fn.inputs = strings(p.n_input, p.input)
+        fn.outputs = strings(p.n_output, p.output)
+        fn.attributeNames = strings(p.n_attribute, p.attribute)
+        fn.attributeDefaults = try messages(p.n_attribute_proto, p.attribute_proto, attribute)
+        fn.nodes = try messages(p.n_node, p.node, node)
+        fn.docString = string(p.doc_string)
+        fn.opsetImports = opsets(p.n_opset_import, p.opset_import)
+        fn.domain = string(p.domain)
+        fn.overload = string(p.overload)
+        fn.valueInfo = messages(p.n_value_info, p.value_info, valueInfo)
+        fn.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
+        fn.unknownFields = unknown(p.base)
+        return fn
+    }
+
+    // MARK: Graph and nodes
+
+    func graph(_ g: UnsafeMutablePointer<Onnx__GraphProto>) throws -> Graph {
+        let p = g.pointee
+        var graph = Graph()
+        graph.nodes = try messages(p.n_node, p.node, node)
+        graph.name = string(p.name)
+        graph.initializers = try messages(p.n_initializer, p.initializer, tensor)
+        graph.sparseInitializers = try messages(p.n_sparse_initializer, p.sparse_initializer, sparseTensor)
+        graph.docString = string(p.doc_string)
+        graph.inputs = messages(p.n_input, p.input, valueInfo)
+        graph.outputs = messages(p.n_output, p.output, valueInfo)
+        graph.valueInfo = messages(p.n_value_info, p.value_info, valueInfo)
+        graph.quantizationAnnotations = messages(p.n_quantization_annotation, p.quantization_annotation) { a in
+            var ann = TensorAnnotation(tensorName: string(a.pointee.tensor_name))
+            ann.quantParameterTensorNames = pairs(a.pointee.n_quant_parameter_tensor_names,
+                                                  a.pointee.quant_parameter_tensor_names)
+            ann.unknownFields = unknown(a.pointee.base)
+            return ann
+        }
+        graph.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
+        graph.unknownFields = unknown(p.base)
+        return graph
+    }
+
+    func node(_ n: UnsafeMutablePointer<Onnx__NodeProto>) throws -> Node {
+        let p = n.pointee
+        guard let opType = string(p.op_type), !opType.isEmpty else {
+            let label = string(p.name).map { "node '\($0)'" } ?? "a node"
+            throw ModelFileError(file: fileName, "\(label) has no op_type")
+        }
+        var node = Node(opType: opType, inputs: strings(p.n_input, p.input), outputs: strings(p.n_output, p.output),
+                        name: string(p.name), domain: string(p.domain))
+        node.overload = string(p.overload)
+        node.attributes = try messages(p.n_attribute, p.attribute, attribute)
+        node.docString = string(p.doc_string)
+        node.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
+        node.deviceConfigurations = messages(p.n_device_configurations, p.device_configurations) { d in
+            var config = NodeDeviceConfiguration()
+            config.configurationID = string(d.pointee.configuration_id)
+            config.shardingSpecs = messages(d.pointee.n_sharding_spec, d.pointee.sharding_spec, shardingSpec)
+            config.pipelineStage = d.pointee.has_pipeline_stage != 0 ? d.pointee.pipeline_stage : nil
+            config.unknownFields = unknown(d.pointee.base)
+            return config
+        }
+        node.unknownFields = unknown(p.base)
+        return node
+    }
+
+    func shardingSpec(_ s: UnsafeMutablePointer<Onnx__ShardingSpecProto>) -> ShardingSpec {
+        let p = s.pointee
+        var spec = ShardingSpec()
+        spec.tensorName = string(p.tensor_name)
+        spec.devices = scalars(p.n_device, p.device)
+        spec.indexToDeviceGroupMap = messages(p.n_index_to_device_group_map, p.index_to_device_group_map) { e in
+            var entry = IntIntList()
+            entry.key = e.pointee.has_key != 0 ? e.pointee.key : nil
+            entry.values = scalars(e.pointee.n_value, e.pointee.value)
+            entry.unknownFields = unknown(e.pointee.base)
+            return entry
+        }
+        spec.shardedDims = messages(p.n_sharded_dim, p.sharded_dim) { d in
+            var dim = ShardedDim()
+            dim.axis = d.pointee.has_axis != 0 ? d.pointee.axis : nil
+            dim.simpleSharding = messages(d.pointee.n_simple_sharding, d.pointee.simple_sharding) { s in
+                var simple = SimpleShardedDim()
+                switch s.pointee.dim_case {
+                case ONNX__SIMPLE_SHARDED_DIM_PROTO__DIM_DIM_VALUE: simple.dim = .value(s.pointee.dim_value)
+                case ONNX__SIMPLE_SHARDED_DIM_PROTO__DIM_DIM_PARAM: simple.dim = .param(string(s.pointee.dim_param) ?? "")
+                default: simple.dim = nil
+                }
+                simple.numShards = s.pointee.has_num_shards != 0 ? s.pointee.num_shards : nil
+                simple.unknownFields = unknown(s.pointee.base)
+                return simple
+            }
+            dim.unknownFields = unknown(d.pointee.base)
+            return dim
+        }
+        spec.unknownFields = unknown(p.base)
+        return spec
+    }
+
+    func attribute(_ a: UnsafeMutablePointer<Onnx__AttributeProto>) throws -> Attribute {
+        let p = a.pointee
+        var attr = Attribute(name: string(p.name))
+        attr.refAttrName = string(p.ref_attr_name)
+        attr.docString = string(p.doc_string)
+        attr.type = p.has_type != 0 ? Attribute.Kind(rawValue: Int32(bitPattern: p.type.rawValue)) : nil
+        attr.f = p.has_f != 0 ? p.f : nil
+        attr.i = p.has_i != 0 ? p.i : nil
+        attr.s = p.has_s != 0 ? bytes(p.s) : nil
+        attr.t = try p.t.map(tensor)
+        attr.g = try p.g.map(graph)
+        attr.sparseTensor = try p.sparse_tensor.map(sparseTensor)
+        attr.tp = p.tp.map(typeProto)
+        attr.floats = scalars(p.n_floats, p.floats)
+        attr.ints = scalars(p.n_ints, p.ints)
+        attr.strings = scalars(p.n_strings, p.strings).map(bytes)
+        attr.tensors = try messages(p.n_tensors, p.tensors, tensor)
+        attr.graphs = try messages(p.n_graphs, p.graphs, graph)
+        attr.sparseTensors = try messages(p.n_sparse_tensors, p.sparse_tensors, sparseTensor)
+        attr.typeProtos = messages(p.n_type_protos, p.type_protos, typeProto)
+        attr.unknownFields = unknown(p.base)
+        return attr
+    }
+
+    // MARK: Types
+
+    func valueInfo(_ v: UnsafeMutablePointer<Onnx__ValueInfoProto>) -> ValueInfo {
+        let p = v.pointee
+        var info = ValueInfo(name: string(p.name), type: p.type.map(typeProto))
+        info.docString = string(p.doc_string)
+        info.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
+        info.unknownFields = unknown(p.base)
+        return info
+    }
+
+    func shape(_ s: UnsafeMutablePointer<Onnx__TensorShapeProto>) -> TensorShape {
+        var shape = TensorShape(dims: messages(s.pointee.n_dim, s.pointee.dim) { d in
+            var dim = TensorShape.Dimension(value: nil, denotation: string(d.pointee.denotation))
+            switch d.pointee.value_case {
+            case ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE: dim.value = .value(d.pointee.dim_value)
+            case ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM: dim.value = .param(string(d.pointee.dim_param) ?? "")
+            default: dim.value = nil
+            }
+            dim.unknownFields = unknown(d.pointee.base)
+            return dim
+        })
+        shape.unknownFields = unknown(s.pointee.base)
+        return shape
+    }
+
+    func typeProto(_ t: UnsafeMutablePointer<Onnx__TypeProto>) -> TypeProto {
+        let p = t.pointee
+        var type = TypeProto(value: nil, denotation: string(p.denotation))
+        switch p.value_case {
+        case ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE:
+            if let x = p.tensor_type {
+                var tt = TypeProto.TensorType(
+                    elementType: x.pointee.has_elem_type != 0 ? DataType(rawValue: x.pointee.elem_type) : nil,
+                    shape: x.pointee.shape.map(shape))
+                tt.unknownFields = unknown(x.pointee.base)
+                type.value = .tensor(tt)
+            }
+        case ONNX__TYPE_PROTO__VALUE_SPARSE_TENSOR_TYPE:
+            if let x = p.sparse_tensor_type {
+                var tt = TypeProto.TensorType(
+                    elementType: x.pointee.has_elem_type != 0 ? DataType(rawValue: x.pointee.elem_type) : nil,
+                    shape: x.pointee.shape.map(shape))
+                tt.unknownFields = unknown(x.pointee.base)
+                type.value = .sparseTensor(tt)
+            }
+        case ONNX__TYPE_PROTO__VALUE_SEQUENCE_TYPE:
+            if let x = p.sequence_type {
+                var s = TypeProto.Sequence(elementType: x.pointee.elem_type.map(typeProto))
+                s.unknownFields = unknown(x.pointee.base)
+                type.value = .sequence(s)
+            }
+        case ONNX__TYPE_PROTO__VALUE_MAP_TYPE:
+            if let x = p.map_type {
+                var m = TypeProto.Map(
+                    keyType: x.pointee.has_key_type != 0 ? DataType(rawValue: x.pointee.key_type) : nil,
+                    valueType: x.pointee.value_type.map(typeProto))
+                m.unknownFields = unknown(x.pointee.base)
+                type.value = .map(m)
+            }
+        case ONNX__TYPE_PROTO__VALUE_OPTIONAL_TYPE:
+            if let x = p.optional_type {
+                var o = TypeProto.OptionalType(elementType: x.pointee.elem_type.map(typeProto))
+                o.unknownFields = unknown(x.pointee.base)
+                type.value = .optional(o)
+            }
+        case ONNX__TYPE_PROTO__VALUE_OPAQUE_TYPE:
+            if let x = p.opaque_type {
+                var o = TypeProto.Opaque(domain: string(x.pointee.domain), name: string(x.pointee.name))
+                o.unknownFields = unknown(x.pointee.base)
+                type.value = .opaque(o)
+            }
+        default:
+            break
+        }
+        type.unknownFields = unknown(p.base)
+        return type
+    }
+
+    // MARK: Tensors
+
+    func tensor(_ t: UnsafeMutablePointer<Onnx__TensorProto>) throws -> Tensor {
+        let p = t.pointee
+        var tensor = Tensor(name: string(p.name), elementType: .undefined, dims: scalars(p.n_dims, p.dims))
+        tensor.dataType = p.has_data_type != 0 ? p.data_type : nil
+        if let s = p.segment {
+            var seg = Tensor.Segment(begin: s.pointee.has_begin != 0 ? s.pointee.begin : nil,
+                                     end: s.pointee.has_end != 0 ? s.pointee.end : nil)
+            seg.unknownFields = unknown(s.pointee.base)
+            tensor.segment = seg
+        }
+        tensor.floatData = borrowed(p.n_float_data, p.float_data)
+        tensor.int32Data = borrowed(p.n_int32_data, p.int32_data)
+        tensor.stringData = scalars(p.n_string_data, p.string_data).map(borrowed)
+        tensor.int64Data = borrowed(p.n_int64_data, p.int64_data)
+        tensor.docString = string(p.doc_string)
+        tensor.rawData = p.has_raw_data != 0 ? borrowed(p.raw_data) : nil
+        tensor.externalData = pairs(p.n_external_data, p.external_data)
+        tensor.dataLocation = p.has_data_location != 0 ? Int32(bitPattern: p.data_location.rawValue) : nil
+        tensor.doubleData = borrowed(p.n_double_data, p.double_data)
+        tensor.uint64Data = borrowed(p.n_uint64_data, p.uint64_data)
+        tensor.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
+        tensor.unknownFields = unknown(p.base)
+        if tensor.location == .external {
+            tensor.externalBytes = try external.resolve(tensor)
+        }
+        try TensorValidation.check(tensor, file: fileName)
+        return tensor
+    }
+
+    func sparseTensor(_ s: UnsafeMutablePointer<Onnx__SparseTensorProto>) throws -> SparseTensor {
+        var sparse = SparseTensor(values: try s.pointee.values.map(tensor),
+                                  indices: try s.pointee.indices.map(tensor),
+                                  dims: scalars(s.pointee.n_dims, s.pointee.dims))
+        sparse.unknownFields = unknown(s.pointee.base)
+        return sparse
+    }
+}

@@ -1,0 +1,3 @@
+import BnfoldCLI
+
+BnfoldMain.main()
