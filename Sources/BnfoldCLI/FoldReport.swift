@@ -31,7 +31,7 @@ struct FoldReport: Encodable {
     var passes: [String]
     var nodesBefore: Int
     var nodesAfter: Int
-    var batchNorm: BatchNormCounts
+    var batchnorm: BatchNormCounts
     var remarks: [Remark]
     var iterations: Int
     var written: Written
@@ -40,7 +40,7 @@ struct FoldReport: Encodable {
     init(input: String, output: String, passes: [String], nodesBefore: Int, nodesAfter: Int,
          batchNorm: BatchNormCounts, remarks: [Remark], iterations: Int, written: Written, seconds: Seconds) {
         self.input = input; self.output = output; self.passes = passes
-        self.nodesBefore = nodesBefore; self.nodesAfter = nodesAfter; self.batchNorm = batchNorm
+        self.nodesBefore = nodesBefore; self.nodesAfter = nodesAfter; self.batchnorm = batchNorm
         self.remarks = remarks; self.iterations = iterations; self.written = written; self.seconds = seconds
     }
 
@@ -56,7 +56,7 @@ struct FoldReport: Encodable {
         var out = "bnfold \(version): \(input) -> \(output)\n"
         out += "  nodes: \(nodesBefore) -> \(nodesAfter)"
         out += passes.isEmpty ? " (no passes run)\n" : "\n"
-        out += "  BatchNormalization: \(batchNorm.found) found, \(batchNorm.folded) folded, \(batchNorm.kept) kept\n"
+        out += "  BatchNormalization: \(batchnorm.found) found, \(batchnorm.folded) folded, \(batchnorm.kept) kept\n"
         for remark in remarks where remark.kind == .missed {
             out += "    kept \(remark.node) [\(remark.reason)]: \(remark.message)\n"
         }

@@ -67,7 +67,7 @@ final class UnpackedModel {
 enum WireScan {
     static func diagnose(_ bytes: UnsafeRawBufferPointer) -> String {
         if let problem = firstProblem(bytes) { return problem }
-        return "is not a valid ONNX model: protobuf could not decode it (a field has the wrong type or a nested message is malformed)"
+        return "is not an ONNX model: protobuf cannot decode it as a ModelProto (a field has the wrong type or a nested message is malformed)"
     }
 
     /// The first malformed or truncated top-level field. A file cut short

@@ -31,8 +31,10 @@ public struct WriteOptions: Sendable {
     /// cannot read messages of 2 GiB or more, and protobuf-c writes their
     /// length silently truncated; injectable so tests can exercise the switch.
     public var protobufSizeLimit = Int(Int32.max)
-    /// External data offsets are multiples of this, so that mapped tensors are aligned.
-    public var externalAlignment = 64
+    /// External data offsets are multiples of this. 1 (contiguous, as the
+    /// onnx package writes) keeps a round trip's offsets equal to the input's
+    /// when the input was laid out the same way; raise it for page-aligned data.
+    public var externalAlignment = 1
 
     public init(externalData: ExternalDataMode = .keep) { self.externalData = externalData }
 }

@@ -1,0 +1,57 @@
+# bnfold — the two commands are `make demo` and `make test`; each installs
+# what is missing first.
+
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+PYTHON ?= python3
+VENV := .venv-crosscheck
+RELEASE_BIN := .build/release/bnfold
+DEMO_FIXTURE := Fixtures/torch_resnet18.onnx
+
+.PHONY: all deps build release demo test unit-test crosscheck venv proto bench clean
+
+all: release
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release --product bnfold
+
+# Folds a bundled PyTorch ResNet-18 export and prints the report.
+demo: release
+	@out=$$(mktemp -d) && \
+	  echo "$$ bnfold $(DEMO_FIXTURE) -o $$out/resnet18-fused.onnx" && \
+	  $(RELEASE_BIN) $(DEMO_FIXTURE) -o $$out/resnet18-fused.onnx && \
+	  rm -rf "$$out"
+
+# The whole suite: Swift tests, then the onnxruntime cross-check of every fixture.
+test: unit-test crosscheck
+
+unit-test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+$(VENV)/.installed: Tests/CrossCheck/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r Tests/CrossCheck/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+crosscheck: release venv
+	$(VENV)/bin/python Tests/CrossCheck/crosscheck.py --bnfold $(RELEASE_BIN) --fixtures Fixtures
+
+# Regenerates Sources/CONNX from Proto/onnx.proto (needs protoc-c, Debian
+# protobuf-c-compiler). The output is committed; builds do not need protoc-c.
+proto:
+	protoc-c --proto_path=Proto --c_out=Sources/CONNX Proto/onnx.proto
+	mv Sources/CONNX/onnx.pb-c.h Sources/CONNX/include/onnx.pb-c.h
+
+bench: release venv
+	bash bench/run.sh
+
+clean:
+	rm -rf .build $(VENV)
