@@ -31,6 +31,10 @@ public struct PassManager {
     /// - Throws: ``PassError`` from a pass; the error names the pass.
     public func run(on model: inout Model) throws -> Report {
         guard var graph = model.graph else { return Report(remarks: [], iterations: 0, hitIterationCap: false) }
+        // Take the graph out of the model while passes run, so that tensors a
+        // pass replaces are released at once instead of living on in `model`.
+        model.graph = nil
+        defer { model.graph = graph }
         var applied: [Remark] = []
         var lastMissed: [Remark] = []
         var iterations = 0
@@ -52,7 +56,6 @@ public struct PassManager {
             applied += context.remarks.filter { $0.kind == .applied }
             lastMissed = context.remarks.filter { $0.kind == .missed }
         }
-        model.graph = graph
         return Report(remarks: applied + lastMissed, iterations: iterations, hitIterationCap: changed)
     }
 }

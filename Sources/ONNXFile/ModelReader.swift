@@ -8,9 +8,10 @@ import ONNXGraph
 
 /// Reads `.onnx` files into the IR.
 ///
-/// The file is memory-mapped and unpacked by protobuf-c, which copies each
-/// `bytes` field once; the mapping is dropped right after, so peak memory is
-/// about one model's size. The IR then borrows the unpacked tensor bytes.
+/// The file is memory-mapped. Large tensor payloads stay in the mapping and
+/// the IR borrows them (see ``Compaction``); the rest of the message is
+/// unpacked by protobuf-c. Peak memory is about one model's size, and less
+/// when a pass replaces tensors (their old pages are released).
 /// External data files are checked now and mapped only when a tensor's
 /// bytes are first needed.
 public enum ModelReader {
@@ -37,11 +38,24 @@ public enum ModelReader {
 
         let file = try MappedFile(path: path, displayName: path)
         let bytes = UnsafeRawBufferPointer(start: file.base, count: file.size)
-        guard let unpacked = onnx__model_proto__unpack(nil, file.size, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)) else {
+        // Preferred: unpack a compacted copy and borrow tensor payloads from
+        // the mapping (no copy). Fallback: unpack the file as it is.
+        var slices: [MappedSlice]?
+        var unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
+        if let compaction = Compaction.compact(bytes) {
+            unpacked = compaction.bytes.withUnsafeBufferPointer {
+                onnx__model_proto__unpack(nil, $0.count, $0.baseAddress)
+            }
+            if unpacked != nil {
+                slices = compaction.slices.map { MappedSlice(file: file, offset: $0.offset, length: $0.length) }
+            }
+        }
+        if unpacked == nil {
+            unpacked = onnx__model_proto__unpack(nil, file.size, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+        guard let unpacked else {
             throw ModelFileError(file: path, WireScan.diagnose(bytes))
         }
-        // protobuf-c copied every bytes field; the mapping can go now (the
-        // MappedFile is released at the end of this scope).
         let tree = UnpackedModel(unpacked)
         guard unpacked.pointee.graph != nil else {
             throw ModelFileError(file: path, "is not an ONNX model: it is protobuf, but has no graph")
@@ -49,7 +63,8 @@ public enum ModelReader {
         guard unpacked.pointee.has_ir_version != 0 else {
             throw ModelFileError(file: path, "is not an ONNX model: it has no ir_version")
         }
-        let decoder = ProtoDecoder(owner: tree, external: try ExternalDataResolver(modelFile: path), fileName: path)
+        let decoder = ProtoDecoder(owner: tree, external: try ExternalDataResolver(modelFile: path), fileName: path,
+                                   slices: slices)
         return try decoder.model(unpacked)
     }
 }

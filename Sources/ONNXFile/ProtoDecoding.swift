@@ -14,6 +14,9 @@ struct ProtoDecoder {
     let external: ExternalDataResolver
     /// Tensor problems are reported with this file name.
     let fileName: String
+    /// Payloads left in the mapped file by ``Compaction``, by marker index;
+    /// nil when the file was unpacked whole (markers are then ordinary unknown fields).
+    let slices: [MappedSlice]?
 
     // MARK: Helpers
 
@@ -345,11 +348,30 @@ struct ProtoDecoder {
         tensor.uint64Data = borrowed(p.n_uint64_data, p.uint64_data)
         tensor.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
         tensor.unknownFields = unknown(p.base)
+        if let slices, let marker = tensor.unknownFields.fields.lastIndex(where: { $0.number == UInt32(Compaction.markerField) }) {
+            let index = decodeVarint(tensor.unknownFields.fields[marker].payload)
+            guard let index, index < slices.count else {
+                throw ModelFileError(file: fileName, "tensor '\(tensor.name ?? "<unnamed>")': internal error locating raw_data")
+            }
+            tensor.unknownFields.fields.remove(at: marker)
+            tensor.rawData = slices[index].buffer
+        }
         if tensor.location == .external {
             tensor.externalBytes = try external.resolve(tensor)
         }
         try TensorValidation.check(tensor, file: fileName)
         return tensor
+    }
+
+    func decodeVarint(_ bytes: [UInt8]) -> Int? {
+        var value = 0, shift = 0
+        for b in bytes {
+            guard shift < 63 else { return nil }
+            value |= Int(b & 0x7F) << shift
+            if b & 0x80 == 0 { return value }
+            shift += 7
+        }
+        return nil
     }
 
     func sparseTensor(_ s: UnsafeMutablePointer<Onnx__SparseTensorProto>) throws -> SparseTensor {

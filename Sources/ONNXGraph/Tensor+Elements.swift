@@ -154,21 +154,12 @@ extension Tensor {
     }
 
     /// The same tensor (name, type, shape, doc string, metadata, storage
-    /// location) with new data. An external tensor stays external: its new
-    /// bytes are kept in memory until the writer places them.
+    /// location) with new values rounded into its element type. An external
+    /// tensor stays external: its new bytes are kept in memory until the
+    /// writer places them. Nil for element types bnfold cannot encode.
     public func replacingData(with values: [Double]) -> Tensor? {
         guard let bytes = Tensor.encode(values, as: elementType) else { return nil }
-        var copy = self
-        copy.floatData = .empty; copy.int32Data = .empty; copy.int64Data = .empty
-        copy.doubleData = .empty; copy.uint64Data = .empty; copy.stringData = []
-        if location == .external {
-            copy.rawData = nil
-            copy.externalBytes = ExternalBytes(memory: bytes)
-        } else {
-            copy.rawData = bytes
-            copy.externalBytes = nil
-        }
-        return copy
+        return replacingBytes(with: bytes)
     }
 }
 

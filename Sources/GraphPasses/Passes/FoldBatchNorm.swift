@@ -222,12 +222,14 @@ public struct FoldBatchNorm: GraphPass {
         let epsilon = bn.floatAttribute("epsilon") ?? 1e-5
 
         // The fold, in Double.
-        guard let w = try? weight.doubles() else {
-            return .failure(Miss(.nonConstantWeights, "the weight of \(convLabel) could not be read"))
-        }
-        let b = bias.flatMap { try? $0.0.doubles() } ?? [Double](repeating: 0, count: channels)
-        guard b.count == channels else {
-            return .failure(Miss(.nonConstantWeights, "the bias of \(convLabel) could not be read"))
+        let b: [Double]
+        if let (existing, _) = bias {
+            guard let values = try? existing.doubles(), values.count == channels else {
+                return .failure(Miss(.nonConstantWeights, "the bias of \(convLabel) could not be read"))
+            }
+            b = values
+        } else {
+            b = [Double](repeating: 0, count: channels)
         }
         let (gamma, beta, mean, variance) = (params[0], params[1], params[2], params[3])
         let eps = Double(epsilon)
@@ -244,19 +246,15 @@ public struct FoldBatchNorm: GraphPass {
                 return .failure(Miss(.notRepresentable, "channel \(c): the folded bias \(newBias[c]) or scale \(scale[c]) is not representable in \(type)"))
             }
         }
-        let perChannel = w.count / channels
-        var newWeight = w
-        for c in 0..<channels {
-            let s = scale[c]
-            for k in (c * perChannel)..<((c + 1) * perChannel) {
-                newWeight[k] = w[k] * s
-                guard type.canRepresent(newWeight[k]) else {
-                    return .failure(Miss(.notRepresentable, "channel \(c): the folded weight \(newWeight[k]) is not representable in \(type)"))
-                }
-            }
-        }
-        guard let foldedWeight = weight.replacingData(with: newWeight) else {
-            return .failure(Miss(.unsupportedElementType, "cannot write element type \(type)"))
+        let foldedWeight: Tensor
+        do {
+            // W is [C_out, C_in/group, k...]: block c is output channel c.
+            let perChannel = (weight.elementCount ?? 0) / channels
+            foldedWeight = try weight.scaledBlocks(blockSize: perChannel, scale: scale, channelOfBlock: { $0 })
+        } catch let e as UnrepresentableElement {
+            return .failure(Miss(.notRepresentable, "weight element \(e.index) of \(convLabel) becomes \(e.value), which is not representable in \(type)"))
+        } catch {
+            return .failure(Miss(.nonConstantWeights, "the weight of \(convLabel) could not be read: \(error)"))
         }
         let foldedBias: Tensor
         if let (existing, _) = bias, let t = existing.replacingData(with: newBias) {
