@@ -16,6 +16,19 @@ struct FoldReport: Encodable {
         var externalTensors: Int
         var externalDataBytes: Int
         var switchedToExternalData: Bool
+
+        // Written by hand so that a missing data file is `null`, not an absent key.
+        enum CodingKeys: String, CodingKey {
+            case modelBytes, externalDataFile, externalTensors, externalDataBytes, switchedToExternalData
+        }
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(modelBytes, forKey: .modelBytes)
+            try c.encode(externalDataFile, forKey: .externalDataFile)
+            try c.encode(externalTensors, forKey: .externalTensors)
+            try c.encode(externalDataBytes, forKey: .externalDataBytes)
+            try c.encode(switchedToExternalData, forKey: .switchedToExternalData)
+        }
     }
     struct Seconds: Encodable {
         var read: Double

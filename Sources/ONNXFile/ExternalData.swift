@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Foundation
 import ONNXGraph
 
 /// Finds the bytes of `data_location = EXTERNAL` tensors, safely.
@@ -107,34 +108,76 @@ final class ExternalDataResolver {
 }
 
 /// A whole file mapped read-only; unmapped when the last buffer into it goes.
+///
+/// The descriptor stays open while the mapping lives so that the writer can
+/// copy unchanged bytes from it in the kernel (`copy_file_range`) instead of
+/// through the mapping; live mappings are listed in ``MappedFiles``.
 final class MappedFile {
     let base: UnsafeRawPointer
     let size: Int
+    let fd: Int32
 
     init(path: String, displayName: String) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw ModelFileError(file: displayName, "cannot open: \(String(cString: strerror(errno)))")
         }
-        defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
+            close(fd)
             throw ModelFileError(file: displayName, "cannot stat: \(String(cString: strerror(errno)))")
         }
         size = Int(st.st_size)
         if size == 0 {
+            close(fd)
+            self.fd = -1
             base = UnsafeRawPointer(bitPattern: 1)!  // never dereferenced
             return
         }
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let p, p != MAP_FAILED else {
+            close(fd)
             throw ModelFileError(file: displayName, "cannot map into memory: \(String(cString: strerror(errno)))")
         }
+        self.fd = fd
         base = UnsafeRawPointer(p)
+        MappedFiles.add(self)
     }
 
     deinit {
-        if size > 0 { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+        if size > 0 {
+            MappedFiles.remove(self)
+            munmap(UnsafeMutableRawPointer(mutating: base), size)
+            close(fd)
+        }
+    }
+}
+
+/// The live read-only file mappings, so that the writer can tell whether a
+/// payload it is asked to write lies in one (and at which file offset).
+enum MappedFiles {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var live: [ObjectIdentifier: (base: UInt, size: Int, fd: Int32)] = [:]
+
+    static func add(_ file: MappedFile) {
+        lock.lock(); defer { lock.unlock() }
+        live[ObjectIdentifier(file)] = (UInt(bitPattern: file.base), file.size, file.fd)
+    }
+
+    static func remove(_ file: MappedFile) {
+        lock.lock(); defer { lock.unlock() }
+        live[ObjectIdentifier(file)] = nil
+    }
+
+    /// The descriptor and file offset of `[pointer, pointer + count)` if it
+    /// lies wholly inside a live mapping.
+    static func locate(_ pointer: UnsafeRawPointer, count: Int) -> (fd: Int32, offset: Int)? {
+        let p = UInt(bitPattern: pointer)
+        lock.lock(); defer { lock.unlock() }
+        for entry in live.values where p >= entry.base && p + UInt(count) <= entry.base + UInt(entry.size) {
+            return (entry.fd, Int(p - entry.base))
+        }
+        return nil
     }
 }
 

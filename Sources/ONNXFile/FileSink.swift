@@ -32,6 +32,16 @@ final class FileSink {
 
     func append(_ data: UnsafeRawPointer, _ count: Int) {
         guard failure == 0, count > 0 else { return }
+        if count >= FileSink.kernelCopyMinimum, let source = MappedFiles.locate(data, count: count) {
+            // Unchanged bytes of a mapped input file: copy them in the kernel,
+            // page cache to page cache, without faulting the mapping in.
+            flushBuffer()
+            if copyFromFile(source.fd, offset: source.offset, count: count) {
+                written += count
+                startWriteback()
+                return
+            }
+        }
         if used + count <= capacity {
             memcpy(buffer + used, data, count)
             used += count
@@ -53,6 +63,46 @@ final class FileSink {
         used = 0
     }
 
+    /// Payloads at least this large that lie in a mapped file are copied with copy_file_range.
+    static let kernelCopyMinimum = 1 << 16
+    /// Writeback of the output is started every this many bytes, so that the
+    /// final fsync finds most of the file already on its way to disk.
+    static let writebackChunk = 8 << 20
+    private var writebackStart = 0
+    /// Bytes handed to the kernel so far (written minus what is still buffered).
+    private var flushed = 0
+
+    /// copy_file_range until done; false (nothing copied) if the kernel
+    /// cannot do it for these files, so the caller writes from memory instead.
+    private func copyFromFile(_ source: Int32, offset: Int, count: Int) -> Bool {
+        guard let copyFileRange = Syscalls.copyFileRange else { return false }
+        var inOffset = Int64(offset)
+        var done = 0
+        while done < count {
+            let n = copyFileRange(source, &inOffset, fd, nil, count - done, 0)
+            if n < 0 {
+                if errno == EINTR { continue }
+                if done == 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+                    return false
+                }
+                failure = errno
+                return true
+            }
+            if n == 0 { failure = EIO; return true }
+            done += n
+        }
+        flushed += count
+        return true
+    }
+
+    /// Asks the kernel to start writing back what has been written since the
+    /// last call, once a chunk has accumulated (does not wait).
+    private func startWriteback() {
+        guard flushed - writebackStart >= FileSink.writebackChunk, let syncFileRange = Syscalls.syncFileRange else { return }
+        _ = syncFileRange(fd, Int64(writebackStart), Int64(flushed - writebackStart), 2 /* SYNC_FILE_RANGE_WRITE */)
+        writebackStart = flushed
+    }
+
     private func writeAll(_ data: UnsafeRawPointer, _ count: Int) {
         var done = 0
         while done < count && failure == 0 {
@@ -66,6 +116,8 @@ final class FileSink {
                 done += n
             }
         }
+        flushed += done
+        startWriteback()
     }
 
     func write(_ bytes: ByteBuffer) throws {
@@ -122,5 +174,21 @@ final class FileSink {
             : failure == EFBIG ? "file too large (a file size limit was hit)"
             : String(cString: strerror(failure))
         throw ModelFileError(file: displayName, "cannot write: \(reason)")
+    }
+}
+
+/// Linux system calls that Swift's Glibc module does not declare, looked up
+/// at run time; nil where the C library does not have them (the writer then
+/// does without).
+enum Syscalls {
+    typealias CopyFileRange = @convention(c) (Int32, UnsafeMutablePointer<Int64>?, Int32, UnsafeMutablePointer<Int64>?, Int, UInt32) -> Int
+    typealias SyncFileRange = @convention(c) (Int32, Int64, Int64, UInt32) -> Int32
+
+    static let copyFileRange: CopyFileRange? = lookup("copy_file_range")
+    static let syncFileRange: SyncFileRange? = lookup("sync_file_range")
+
+    private static func lookup<F>(_ name: String) -> F? {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { return nil }
+        return unsafeBitCast(symbol, to: F.self)
     }
 }

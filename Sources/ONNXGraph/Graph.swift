@@ -42,6 +42,7 @@ public struct Use: Equatable, Hashable, Sendable {
     /// Which input of that node; nil when the node reads the value from inside
     /// one of its subgraphs (an If/Loop/Scan body naming an outer value).
     public var input: Int?
+    public init(node: Int, input: Int?) { self.node = node; self.input = input }
 }
 
 /// Everything the graph knows about one named value.

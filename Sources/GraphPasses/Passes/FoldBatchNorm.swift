@@ -159,8 +159,13 @@ public struct FoldBatchNorm: GraphPass {
         if xValue.isGraphOutput {
             return .failure(Miss(.producerIsGraphOutput, "the output '\(x)' of \(convLabel) is also a graph output, which must keep its unnormalized values"))
         }
-        if xValue.uses.count != 1 || conv.outputs.count != 1 {
-            return .failure(Miss(.producerHasOtherUses, "the output '\(x)' of \(convLabel) is also used by \(xValue.uses.count - 1) other node(s), which need its unnormalized values"))
+        if xValue.uses.count != 1 {
+            let others = xValue.uses.filter { $0.node != index }
+            let what = others.count == 1
+                ? (others[0].input == nil ? "a subgraph of \(graph.nodes[others[0].node].displayName(index: others[0].node))"
+                    : "\(graph.nodes[others[0].node].displayName(index: others[0].node))")
+                : "\(others.count) other nodes"
+            return .failure(Miss(.producerHasOtherUses, "the output '\(x)' of \(convLabel) is also used by \(what), which needs its unnormalized values"))
         }
         guard conv.inputs.count >= 2 else {
             return .failure(Miss(.shapeMismatch, "\(convLabel) has no weight input"))
