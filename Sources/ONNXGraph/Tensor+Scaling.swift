@@ -151,21 +151,27 @@ extension Tensor {
                 return UnrepresentableElement(index: i, value: source(i) * s)
             }
         case .float16:
-            for i in range {
-                let v = halfToDouble(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) * s
-                let r = doubleToHalf(v)
-                if !v.isFinite || r & 0x7C00 == 0x7C00 { return UnrepresentableElement(index: i, value: v) }
-                dst.storeBytes(of: r.littleEndian, toByteOffset: i * 2, as: UInt16.self)
-            }
+            return scaleHalfWidth(src: src, dst: dst, range: range, by: s,
+                                  decode: halfToDouble, encode: doubleToHalf, exponentMask: 0x7C00)
         case .bfloat16:
-            for i in range {
-                let v = bfloat16ToDouble(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) * s
-                let r = doubleToBFloat16(v)
-                if !v.isFinite || r & 0x7F80 == 0x7F80 { return UnrepresentableElement(index: i, value: v) }
-                dst.storeBytes(of: r.littleEndian, toByteOffset: i * 2, as: UInt16.self)
-            }
+            return scaleHalfWidth(src: src, dst: dst, range: range, by: s,
+                                  decode: bfloat16ToDouble, encode: doubleToBFloat16, exponentMask: 0x7F80)
         default:
             break
+        }
+        return nil
+    }
+
+    /// The 16-bit float types: decode exactly, scale, round once; an all-ones
+    /// exponent after rounding means the value overflowed to infinity.
+    private static func scaleHalfWidth(src: UnsafeRawBufferPointer, dst: UnsafeMutableRawBufferPointer,
+                                       range: Range<Int>, by s: Double, decode: (UInt16) -> Double,
+                                       encode: (Double) -> UInt16, exponentMask: UInt16) -> UnrepresentableElement? {
+        for i in range {
+            let v = decode(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) * s
+            let r = encode(v)
+            if !v.isFinite || r & exponentMask == exponentMask { return UnrepresentableElement(index: i, value: v) }
+            dst.storeBytes(of: r.littleEndian, toByteOffset: i * 2, as: UInt16.self)
         }
         return nil
     }
