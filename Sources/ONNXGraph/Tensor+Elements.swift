@@ -163,6 +163,21 @@ extension Tensor {
     }
 }
 
+extension DataType {
+    /// True when `value` rounds (to nearest even) to a finite value of this
+    /// floating-point type; false for non-float types.
+    public func roundsToFinite(_ value: Double) -> Bool {
+        guard value.isFinite else { return false }
+        switch self {
+        case .double: return true
+        case .float: return Float(value).isFinite
+        case .float16: return doubleToHalf(value) & 0x7C00 != 0x7C00
+        case .bfloat16: return doubleToBFloat16(value) & 0x7F80 != 0x7F80
+        default: return false
+        }
+    }
+}
+
 // MARK: - Half-precision conversions
 
 /// IEEE binary16 bits to Double (exact).
