@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CONNX
+import Foundation
 import ONNXGraph
 
 /// Memory for a protobuf-c message tree built from the IR for packing.
@@ -15,8 +16,15 @@ import ONNXGraph
 final class CArena {
     private var allocations: [UnsafeMutableRawPointer] = []
     private var keepAlive: [AnyObject] = []
+    private var placeholders: [(UnsafeMutableRawPointer, Int)] = []
 
-    deinit { for p in allocations { free(p) } }
+    deinit {
+        for p in allocations { free(p) }
+        for (p, size) in placeholders {
+            ProducedRegions.remove(p)
+            munmap(p, size)
+        }
+    }
 
     /// Zeroed memory for `count` values of `T`.
     func allocate<T>(_: T.Type, count: Int = 1) -> UnsafeMutablePointer<T> {
@@ -63,8 +71,25 @@ final class CArena {
     }
 
     /// Points at `buffer`'s bytes without copying them.
+    ///
+    /// Produced bytes (``ByteProducer``) have no address: they get a
+    /// placeholder — a reserved, inaccessible address range of their size,
+    /// registered in ``ProducedRegions``. protobuf-c only measures a bytes
+    /// field and hands its pointer to the output callback, never reading it,
+    /// so the ``FileSink`` recognises the placeholder and streams the producer
+    /// instead.
     func bytes(_ buffer: ByteBuffer) -> ProtobufCBinaryData {
         if let owner = buffer.owner { keepAlive.append(owner) }
+        if buffer.baseAddress == nil, buffer.count > 0, let producer = buffer.producer {
+            let region = mmap(nil, buffer.count, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            if let region, region != MAP_FAILED {
+                placeholders.append((region, buffer.count))
+                ProducedRegions.add(region, count: buffer.count, producer: producer)
+                return ProtobufCBinaryData(len: buffer.count, data: region.assumingMemoryBound(to: UInt8.self))
+            }
+            // No address space for a placeholder: compute the bytes now.
+            return bytes(ProducedBytesMaterializer.materialize(buffer))
+        }
         return ProtobufCBinaryData(len: buffer.count,
                                    data: UnsafeMutablePointer(mutating: buffer.baseAddress?.assumingMemoryBound(to: UInt8.self)))
     }
@@ -103,5 +128,39 @@ final class CArena {
         }
         base.n_unknown_fields = UInt32(unknown.fields.count)
         base.unknown_fields = fields
+    }
+}
+
+/// Computes a produced buffer in full (the fallback when no placeholder can be made).
+enum ProducedBytesMaterializer {
+    static func materialize(_ buffer: ByteBuffer) -> ByteBuffer {
+        (buffer.owner as? ProducedBytes)?.materialized ?? buffer
+    }
+}
+
+/// Placeholder address ranges standing for produced bytes while a model is
+/// being packed (see ``CArena/bytes(_:)``).
+enum ProducedRegions {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var live: [UInt: (count: Int, producer: any ByteProducer)] = [:]
+
+    static func add(_ base: UnsafeMutableRawPointer, count: Int, producer: any ByteProducer) {
+        lock.lock(); defer { lock.unlock() }
+        live[UInt(bitPattern: base)] = (count, producer)
+    }
+
+    static func remove(_ base: UnsafeMutableRawPointer) {
+        lock.lock(); defer { lock.unlock() }
+        live[UInt(bitPattern: base)] = nil
+    }
+
+    /// The producer and the offset into its bytes that `pointer` stands for.
+    static func locate(_ pointer: UnsafeRawPointer, count: Int) -> (producer: any ByteProducer, offset: Int)? {
+        let p = UInt(bitPattern: pointer)
+        lock.lock(); defer { lock.unlock() }
+        for (base, entry) in live where p >= base && p + UInt(count) <= base + UInt(entry.count) {
+            return (entry.producer, Int(p - base))
+        }
+        return nil
     }
 }

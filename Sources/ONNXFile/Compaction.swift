@@ -175,6 +175,16 @@ final class MappedSlice: ReclaimableStorage {
         dropPages(from: start, to: min(start + length, self.offset + self.length))
     }
 
+    func prefetch(base: UnsafeRawPointer, offset: Int, length: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (self.offset + offset) / page * page
+        let end = min(self.offset + offset + length, file.size)
+        guard end > start else { return }
+        // MADV_POPULATE_READ (Linux 5.14) maps the pages in one call; older
+        // kernels reject it and the pages fault in as they are read.
+        _ = madvise(UnsafeMutableRawPointer(mutating: file.base + start), end - start, 22 /* MADV_POPULATE_READ */)
+    }
+
     /// MADV_DONTNEED on the pages lying wholly inside [from, to) of the file.
     private func dropPages(from: Int, to: Int) {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))

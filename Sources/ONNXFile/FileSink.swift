@@ -32,6 +32,10 @@ final class FileSink {
 
     func append(_ data: UnsafeRawPointer, _ count: Int) {
         guard failure == 0, count > 0 else { return }
+        if let produced = ProducedRegions.locate(data, count: count) {
+            stream(produced.producer, offset: produced.offset, count: count)
+            return
+        }
         if count >= FileSink.kernelCopyMinimum, let source = MappedFiles.locate(data, count: count) {
             // Unchanged bytes of a mapped input file: copy them in the kernel,
             // page cache to page cache, without faulting the mapping in.
@@ -121,8 +125,25 @@ final class FileSink {
     }
 
     func write(_ bytes: ByteBuffer) throws {
-        bytes.withUnsafeBytes { if let base = $0.baseAddress { append(base, $0.count) } }
+        if bytes.baseAddress == nil, bytes.count > 0, let producer = bytes.producer {
+            stream(producer, offset: 0, count: bytes.count)
+        } else {
+            bytes.withUnsafeBytes { if let base = $0.baseAddress { append(base, $0.count) } }
+        }
         try check()
+    }
+
+    /// Computes produced bytes a buffer-load at a time and writes them.
+    private func stream(_ producer: any ByteProducer, offset: Int, count: Int) {
+        flushBuffer()
+        var done = 0
+        while done < count && failure == 0 {
+            let n = min(capacity, count - done)
+            producer.produce(offset: offset + done, into: UnsafeMutableRawBufferPointer(start: buffer, count: n))
+            writeAll(buffer, n)
+            done += n
+        }
+        written += count
     }
 
     /// Writes zero bytes up to `offset`.

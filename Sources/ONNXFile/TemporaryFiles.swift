@@ -30,7 +30,7 @@ final class TemporaryFiles {
                 : String(cString: strerror(errno))
             throw ModelFileError(file: displayName, "cannot write: \(reason)")
         }
-        let path = String(cString: chars)
+        let path = String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         fchmod(fd, 0o644 & ~currentUmask())
         SignalCleanup.register(path)
         let file = File(fd: fd, path: path, finalPath: finalPath)

@@ -2,17 +2,24 @@
 ///
 /// Model weights are most of a model file. To keep to one copy of every
 /// tensor's bytes, the IR does not convert them into Swift arrays: a
-/// `ByteBuffer` points at the bytes where they already are — in the message
-/// tree the protobuf reader unpacked, in a memory-mapped external-data file,
-/// or in memory that a pass allocated — and holds a reference to whatever
-/// keeps that memory alive (`owner`). Copying a `ByteBuffer` copies the
-/// pointer, never the bytes.
+/// `ByteBuffer` points at the bytes where they already are — in the mapped
+/// model file, in the message tree protobuf-c unpacked, in a mapped
+/// external-data file, or in memory that a pass allocated — and holds a
+/// reference to whatever keeps that memory alive (`owner`). Copying a
+/// `ByteBuffer` copies the pointer, never the bytes.
+///
+/// A buffer can also be *produced*: computed piece by piece when read (see
+/// ``ByteProducer``). A fold of a 150 MB weight then costs no memory until
+/// the writer streams it, 1 MiB at a time, straight into the output file.
+/// For such a buffer `baseAddress` is nil; ``withUnsafeBytes(_:)`` computes
+/// (and keeps) the whole contents on first use.
 public struct ByteBuffer: @unchecked Sendable {
-    /// Start of the bytes; `nil` only when `count` is 0.
+    /// Start of the bytes; nil when `count` is 0 or the bytes are produced on demand.
     public let baseAddress: UnsafeRawPointer?
     /// Number of bytes.
     public let count: Int
-    /// Keeps the memory at `baseAddress` valid for as long as this value lives.
+    /// Keeps the memory at `baseAddress` valid for as long as this value
+    /// lives; for produced bytes, the ``ProducedBytes`` that computes them.
     public let owner: AnyObject?
 
     /// Wraps memory that `owner` keeps alive. The caller promises that the
@@ -21,6 +28,13 @@ public struct ByteBuffer: @unchecked Sendable {
         self.baseAddress = count > 0 ? baseAddress : nil
         self.count = count
         self.owner = owner
+    }
+
+    /// Bytes computed by `producer` when they are read.
+    public init(producedBy producer: any ByteProducer) {
+        self.baseAddress = nil
+        self.count = producer.count
+        self.owner = ProducedBytes(producer)
     }
 
     /// Copies `bytes` into new memory owned by the buffer.
@@ -43,9 +57,15 @@ public struct ByteBuffer: @unchecked Sendable {
         return ByteBuffer(borrowing: storage.pointer, count: count, owner: storage)
     }
 
-    /// Calls `body` with a view of the bytes.
+    /// The producer, if the bytes are computed on demand.
+    public var producer: (any ByteProducer)? { (owner as? ProducedBytes)?.producer }
+
+    /// Calls `body` with a view of the bytes (computing produced bytes first).
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try withExtendedLifetime(owner) {
+        if baseAddress == nil, count > 0, let produced = owner as? ProducedBytes {
+            return try produced.materialized.withUnsafeBytes(body)
+        }
+        return try withExtendedLifetime(owner) {
             try body(UnsafeRawBufferPointer(start: baseAddress, count: count))
         }
     }
@@ -56,6 +76,9 @@ public struct ByteBuffer: @unchecked Sendable {
     /// A sub-range of the bytes sharing the same owner.
     public func slice(offset: Int, count: Int) -> ByteBuffer {
         precondition(offset >= 0 && count >= 0 && offset + count <= self.count, "slice out of range")
+        if baseAddress == nil, count > 0, let produced = owner as? ProducedBytes {
+            return produced.materialized.slice(offset: offset, count: count)
+        }
         return ByteBuffer(borrowing: baseAddress.map { $0 + offset }, count: count, owner: owner)
     }
 }
@@ -64,8 +87,36 @@ extension ByteBuffer: Equatable {
     /// Byte-wise equality (not identity).
     public static func == (lhs: ByteBuffer, rhs: ByteBuffer) -> Bool {
         guard lhs.count == rhs.count else { return false }
-        if lhs.count == 0 || lhs.baseAddress == rhs.baseAddress { return true }
+        if lhs.count == 0 || (lhs.baseAddress != nil && lhs.baseAddress == rhs.baseAddress) { return true }
         return lhs.withUnsafeBytes { a in rhs.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 } }
+    }
+}
+
+/// Computes bytes on demand, in pieces: what a lazily folded tensor holds
+/// instead of its new data.
+public protocol ByteProducer: AnyObject {
+    /// Total number of bytes.
+    var count: Int { get }
+    /// Writes bytes `offset ..< offset + buffer.count` into `buffer`. Pieces
+    /// may be asked for in any order and more than once; the answer must
+    /// always be the same.
+    func produce(offset: Int, into buffer: UnsafeMutableRawBufferPointer)
+}
+
+/// The owner of a produced `ByteBuffer`: the producer, and the whole
+/// contents once someone needed them in one piece.
+public final class ProducedBytes {
+    public let producer: any ByteProducer
+    private var cache: ByteBuffer?
+
+    init(_ producer: any ByteProducer) { self.producer = producer }
+
+    /// The whole contents, computed on first use and kept.
+    public var materialized: ByteBuffer {
+        if let cache { return cache }
+        let bytes = ByteBuffer.make(count: producer.count) { producer.produce(offset: 0, into: $0) }
+        cache = bytes
+        return bytes
     }
 }
 

@@ -9,27 +9,6 @@
 /// handed back to the kernel as they are consumed (``ReclaimableStorage``),
 /// so folding a large model does not hold old and new weights at once.
 
-import Dispatch
-import Foundation
-
-/// Keeps the lowest-index failure reported by concurrent chunks.
-private final class FirstFailure: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var first: UnrepresentableElement?
-    func record(_ failure: UnrepresentableElement) {
-        lock.lock()
-        if first == nil || failure.index < first!.index { first = failure }
-        lock.unlock()
-    }
-}
-
-/// What the concurrent chunks share: disjoint ranges of `dst` are written,
-/// `src` is only read, and the reclaimer is called for disjoint ranges.
-private struct ScaleJob: @unchecked Sendable {
-    let src: UnsafeRawBufferPointer
-    let dst: UnsafeMutableRawBufferPointer
-    let reclaimer: ReclaimableStorage?
-}
 
 /// Storage that can give back the memory of a byte range it has already
 /// served, because it can re-read it on demand (a mapped file's clean pages).
@@ -37,6 +16,9 @@ public protocol ReclaimableStorage: AnyObject {
     /// Hint that bytes `offset ..< offset + length` of the buffer starting at
     /// `base` will not be needed soon. Must be safe to read them again later.
     func reclaim(base: UnsafeRawPointer, offset: Int, length: Int)
+    /// Hint that the bytes are about to be read in full (map them in bulk
+    /// rather than one page fault at a time).
+    func prefetch(base: UnsafeRawPointer, offset: Int, length: Int)
 }
 
 /// Why a scaled element could not be stored.
@@ -57,6 +39,12 @@ extension Tensor {
     /// layouts (ConvTranspose, transposed Gemm) map blocks to channels
     /// differently. The result keeps name, type, shape and storage location.
     ///
+    /// Every product is checked now (rounding is monotonic, so it suffices
+    /// that each block's largest magnitude times its scale rounds to a
+    /// finite value), but the new bytes are *produced*: computed when read,
+    /// piece by piece (``ByteProducer``). The writer streams them into the
+    /// output without ever holding the whole new tensor in memory.
+    ///
     /// - Throws: ``UnrepresentableElement`` for the first product that is
     ///   not finite or overflows the element type (float16 beyond 65504);
     ///   ``TensorDataError`` when the data cannot be read or the type is not
@@ -72,7 +60,6 @@ extension Tensor {
             throw TensorDataError(tensor: name, "has \(count) elements, not a multiple of the block size \(blockSize)")
         }
         let blocks = count / blockSize
-        let width = type.byteCount(elements: 1)!
         var blockScale = [Double](repeating: 0, count: blocks)
         for block in 0..<blocks {
             let channel = channelOfBlock(block)
@@ -81,80 +68,51 @@ extension Tensor {
             }
             blockScale[block] = scale[channel]
         }
-        let scaleOfBlock = blockScale
-        let reclaimer = source.owner as? ReclaimableStorage
-        // Large tensors are cut into chunks of whole blocks, about 4 MiB each,
-        // scaled on all cores; each chunk's source pages are given back when done.
-        let blocksPerChunk = max(1, (4 << 20) / max(1, blockSize * width))
-        let chunks = (blocks + blocksPerChunk - 1) / blocksPerChunk
-        let result = try source.withUnsafeBytes { src -> ByteBuffer in
-            try ByteBuffer.make(count: src.count) { dst in
-                let job = ScaleJob(src: src, dst: dst, reclaimer: reclaimer)
-                let failures = FirstFailure()
-                let work = { @Sendable (chunk: Int) in
-                    let (src, dst, reclaimer) = (job.src, job.dst, job.reclaimer)
-                    let firstBlock = chunk * blocksPerChunk
-                    let lastBlock = min(blocks, firstBlock + blocksPerChunk)
-                    for block in firstBlock..<lastBlock {
-                        let s = scaleOfBlock[block]
-                        if let bad = Self.scaleRun(type: type, src: src, dst: dst, first: block * blockSize,
-                                                   count: blockSize, by: s) {
-                            failures.record(bad)
-                            return
-                        }
-                    }
-                    if let reclaimer {
-                        let start = firstBlock * blockSize * width
-                        reclaimer.reclaim(base: src.baseAddress!, offset: start, length: lastBlock * blockSize * width - start)
-                    }
-                }
-                if chunks > 1 {
-                    DispatchQueue.concurrentPerform(iterations: chunks, execute: work)
-                } else if chunks == 1 {
-                    work(0)
-                }
-                if let first = failures.first { throw first }
-            }
-        }
-        return replacingBytes(with: result)
+        let producer = ScaledBlocks(source: source, type: type, blockSize: blockSize, blockScale: blockScale)
+        if let failure = producer.firstUnrepresentable() { throw failure }
+        return replacingBytes(with: ByteBuffer(producedBy: producer))
     }
-
     /// Scales elements `first ..< first + count` by `s` and returns the
     /// first element that does not fit, if any. The loops only accumulate a
     /// flag so that the compiler can vectorize them; the rare failure is then
     /// located by a second look.
-    private static func scaleRun(type: DataType, src: UnsafeRawBufferPointer, dst: UnsafeMutableRawBufferPointer,
-                                 first: Int, count: Int, by s: Double) -> UnrepresentableElement? {
+    /// Element i is written at element `i - dstFirst` of `dst`.
+    static func scaleRun(type: DataType, src: UnsafeRawBufferPointer, dst: UnsafeMutableRawBufferPointer,
+                         first: Int, count: Int, dstFirst: Int, by s: Double) -> UnrepresentableElement? {
         let range = first..<(first + count)
         var bad = false
         switch type {
         case .float:
-            let source = { (i: Int) in Double(Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))) }
+            guard let from = src.baseAddress, let to = dst.baseAddress else { return nil }
+            let source = { (i: Int) in Double(Float(bitPattern: UInt32(littleEndian: from.loadUnaligned(fromByteOffset: i &* 4, as: UInt32.self)))) }
             var overflow: UInt32 = 0
             for i in range {
-                let r = Float(source(i) * s)
-                overflow |= (r.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
-                dst.storeBytes(of: r.bitPattern.littleEndian, toByteOffset: i * 4, as: UInt32.self)
+                let bits = Float(source(i) * s).bitPattern
+                overflow |= (bits & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+                to.storeBytes(of: bits.littleEndian, toByteOffset: (i &- dstFirst) &* 4, as: UInt32.self)
             }
             bad = overflow != 0
             if bad, let i = range.first(where: { !Float(source($0) * s).isFinite }) {
                 return UnrepresentableElement(index: i, value: source(i) * s)
             }
         case .double:
-            let source = { (i: Int) in Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))) }
+            guard let from = src.baseAddress, let to = dst.baseAddress else { return nil }
+            let source = { (i: Int) in Double(bitPattern: UInt64(littleEndian: from.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self))) }
+            var overflow: UInt64 = 0
             for i in range {
                 let v = source(i) * s
-                bad = bad || !v.isFinite
-                dst.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: i * 8, as: UInt64.self)
+                overflow |= (v.bitPattern & 0x7FF0_0000_0000_0000) == 0x7FF0_0000_0000_0000 ? 1 : 0
+                to.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: (i &- dstFirst) &* 8, as: UInt64.self)
             }
+            bad = overflow != 0
             if bad, let i = range.first(where: { !(source($0) * s).isFinite }) {
                 return UnrepresentableElement(index: i, value: source(i) * s)
             }
         case .float16:
-            return scaleHalfWidth(src: src, dst: dst, range: range, by: s,
+            return scaleHalfWidth(src: src, dst: dst, range: range, dstFirst: dstFirst, by: s,
                                   decode: halfToDouble, encode: doubleToHalf, exponentMask: 0x7C00)
         case .bfloat16:
-            return scaleHalfWidth(src: src, dst: dst, range: range, by: s,
+            return scaleHalfWidth(src: src, dst: dst, range: range, dstFirst: dstFirst, by: s,
                                   decode: bfloat16ToDouble, encode: doubleToBFloat16, exponentMask: 0x7F80)
         default:
             break
@@ -165,13 +123,13 @@ extension Tensor {
     /// The 16-bit float types: decode exactly, scale, round once; an all-ones
     /// exponent after rounding means the value overflowed to infinity.
     private static func scaleHalfWidth(src: UnsafeRawBufferPointer, dst: UnsafeMutableRawBufferPointer,
-                                       range: Range<Int>, by s: Double, decode: (UInt16) -> Double,
+                                       range: Range<Int>, dstFirst: Int, by s: Double, decode: (UInt16) -> Double,
                                        encode: (Double) -> UInt16, exponentMask: UInt16) -> UnrepresentableElement? {
         for i in range {
             let v = decode(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) * s
             let r = encode(v)
             if !v.isFinite || r & exponentMask == exponentMask { return UnrepresentableElement(index: i, value: v) }
-            dst.storeBytes(of: r.littleEndian, toByteOffset: i * 2, as: UInt16.self)
+            dst.storeBytes(of: r.littleEndian, toByteOffset: (i - dstFirst) * 2, as: UInt16.self)
         }
         return nil
     }
@@ -190,5 +148,117 @@ extension Tensor {
             copy.externalBytes = nil
         }
         return copy
+    }
+}
+
+/// The bytes of a per-channel scaled tensor, computed when read.
+///
+/// Holds the source bytes and one scale per block; `produce` scales the
+/// requested elements (rounding once, as ``Tensor/scaledBlocks(blockSize:scale:channelOfBlock:)``
+/// promises) and, when the source lives in a mapped file, gives the source
+/// pages it consumed back to the kernel.
+final class ScaledBlocks: ByteProducer {
+    let source: ByteBuffer
+    let type: DataType
+    let width: Int
+    let blockSize: Int
+    let blockScale: [Double]
+    let count: Int
+
+    init(source: ByteBuffer, type: DataType, blockSize: Int, blockScale: [Double]) {
+        self.source = source
+        self.type = type
+        self.width = type.byteCount(elements: 1) ?? 1
+        self.blockSize = blockSize
+        self.blockScale = blockScale
+        self.count = source.count
+    }
+
+    /// The first element whose product does not round to a finite value.
+    /// Rounding is monotonic in magnitude, so each block is checked through
+    /// its largest magnitude; only a failing block is searched element by element.
+    func firstUnrepresentable() -> UnrepresentableElement? {
+        if let storage = source.owner as? ReclaimableStorage, let base = source.baseAddress {
+            storage.prefetch(base: base, offset: 0, length: source.count)
+        }
+        return source.withUnsafeBytes { src -> UnrepresentableElement? in
+            for block in 0..<blockScale.count {
+                let s = blockScale[block]
+                let first = block * blockSize
+                let (largest, allFinite) = largestMagnitude(src, first: first, count: blockSize)
+                if !allFinite || !s.isFinite || !type.roundsToFinite(largest * s.magnitude) {
+                    // Find the element: scale the block into scratch space.
+                    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize * width, alignment: 16)
+                    defer { scratch.deallocate() }
+                    if let bad = Tensor.scaleRun(type: type, src: src, dst: scratch, first: first, count: blockSize,
+                                                 dstFirst: first, by: s) {
+                        return bad
+                    }
+                    // NaN scale with no element to blame: report the first.
+                    return UnrepresentableElement(index: first, value: .nan)
+                }
+            }
+            return nil
+        }
+    }
+
+    /// Largest |x| over elements `first ..< first + count`, and whether all
+    /// were finite. For non-negative IEEE values the bit patterns sort like
+    /// the magnitudes, and infinity/NaN have the largest patterns, so one
+    /// integer maximum (which vectorizes) answers both questions.
+    private func largestMagnitude(_ buffer: UnsafeRawBufferPointer, first: Int, count: Int) -> (Double, Bool) {
+        guard count > 0, let src = buffer.baseAddress else { return (0, true) }
+        switch type {
+        case .float:
+            var top: UInt32 = 0
+            for i in first..<(first + count) {
+                top = max(top, UInt32(littleEndian: src.loadUnaligned(fromByteOffset: i &* 4, as: UInt32.self)) & 0x7FFF_FFFF)
+            }
+            return (Double(Float(bitPattern: top)), top < 0x7F80_0000)
+        case .double:
+            var top: UInt64 = 0
+            for i in first..<(first + count) {
+                top = max(top, UInt64(littleEndian: src.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self)) & 0x7FFF_FFFF_FFFF_FFFF)
+            }
+            return (Double(bitPattern: top), top < 0x7FF0_0000_0000_0000)
+        case .float16, .bfloat16:
+            var top: UInt16 = 0
+            for i in first..<(first + count) {
+                top = max(top, UInt16(littleEndian: src.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self)) & 0x7FFF)
+            }
+            return type == .float16 ? (halfToDouble(top), top < 0x7C00) : (bfloat16ToDouble(top), top < 0x7F80)
+        default:
+            return (0, false)
+        }
+    }
+
+    func produce(offset: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        guard buffer.count > 0 else { return }
+        // Whole elements covering the request.
+        let firstElement = offset / width
+        let lastElement = (offset + buffer.count + width - 1) / width
+        let aligned = offset % width == 0 && buffer.count % width == 0
+        let target = aligned ? buffer
+            : UnsafeMutableRawBufferPointer.allocate(byteCount: (lastElement - firstElement) * width, alignment: 16)
+        defer {
+            if !aligned {
+                let skip = offset - firstElement * width
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: target[skip..<(skip + buffer.count)]))
+                target.deallocate()
+            }
+        }
+        source.withUnsafeBytes { src in
+            var element = firstElement
+            while element < lastElement {
+                let block = element / blockSize
+                let runEnd = min(lastElement, (block + 1) * blockSize)
+                _ = Tensor.scaleRun(type: type, src: src, dst: target, first: element, count: runEnd - element,
+                                    dstFirst: firstElement, by: blockScale[block])
+                element = runEnd
+            }
+            if let reclaimer = source.owner as? ReclaimableStorage, let base = src.baseAddress {
+                reclaimer.reclaim(base: base, offset: firstElement * width, length: (lastElement - firstElement) * width)
+            }
+        }
     }
 }
