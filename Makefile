@@ -7,7 +7,7 @@ VENV := .venv-crosscheck
 RELEASE_BIN := .build/release/bnfold
 DEMO_FIXTURE := Fixtures/torch_resnet18.onnx
 
-.PHONY: all deps build release demo test unit-test crosscheck venv proto bench clean
+.PHONY: all deps build release demo test unit-test asan-test crosscheck venv proto bench fuzz clean
 
 all: release
 
@@ -27,12 +27,25 @@ demo: release
 	  $(RELEASE_BIN) $(DEMO_FIXTURE) -o $$out/resnet18-fused.onnx && \
 	  rm -rf "$$out"
 
-# The whole suite: Swift tests, then the onnxruntime cross-check of every fixture.
-test: unit-test crosscheck
+# The whole suite: Swift tests, the same under AddressSanitizer, then the
+# onnxruntime cross-check of every fixture.
+test: unit-test asan-test crosscheck
 
 unit-test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# The Swift tests built with AddressSanitizer (and LeakSanitizer) in their own
+# build directory. The CLI tests run the bnfold found next to the test bundle,
+# so the ASan build of the binary is exercised too. Linked with lld (gold
+# warns about every ASan symbol); leaks inside the toolchain's XCTest and
+# Foundation are suppressed (scripts/lsan-suppressions.txt).
+ASAN_BUILD := .build-asan
+ASAN_FLAGS := --sanitize=address --scratch-path $(ASAN_BUILD) -Xswiftc -use-ld=lld
+asan-test: deps
+	$(SWIFT) build --build-tests $(ASAN_FLAGS)
+	SWIFT_BACKTRACE=enable=no LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan-suppressions.txt:print_suppressions=0 \
+	  $(SWIFT) test --skip-build $(ASAN_FLAGS)
 
 $(VENV)/.installed: Tests/CrossCheck/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,5 +66,14 @@ proto:
 bench: release venv
 	bash bench/run.sh
 
+# Fuzzes the reader, validation, the passes and the encoder with libFuzzer
+# (+ AddressSanitizer) for FUZZ_SECONDS, on a corpus seeded with Fixtures/.
+# Crashes land in Fuzz/crashes/; fix them and move the input to
+# Fuzz/regressions/, which the test suite replays.
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS ?= 1
+fuzz: deps
+	bash Fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_JOBS)
+
 clean:
-	rm -rf .build $(VENV)
+	rm -rf .build $(ASAN_BUILD) $(VENV)

@@ -38,6 +38,14 @@ let package = Package(
         ),
         .executableTarget(name: "bnfold", dependencies: ["BnfoldCLI"]),
 
+        // MARK: Fuzzing
+        // `make fuzz` builds this with -sanitize=fuzzer; otherwise it replays inputs.
+        .executableTarget(
+            name: "FuzzReader",
+            dependencies: ["ONNXFile", "ONNXGraph", "GraphPasses"],
+            path: "Fuzz/FuzzReader"
+        ),
+
         // MARK: Implementation details
         // libprotobuf-c, found through pkg-config.
         .systemLibrary(
@@ -55,7 +63,7 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "ONNXGraphTests", dependencies: ["ONNXGraph", "TestSupport"]),
-        .testTarget(name: "ONNXFileTests", dependencies: ["ONNXFile", "ONNXGraph", "TestSupport"]),
+        .testTarget(name: "ONNXFileTests", dependencies: ["ONNXFile", "ONNXGraph", "GraphPasses", "TestSupport"]),
         .testTarget(
             name: "GraphPassesTests",
             dependencies: ["GraphPasses", "ONNXGraph", "ONNXFile", "TestSupport"]

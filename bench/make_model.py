@@ -24,6 +24,7 @@ import sys
 import time
 
 import numpy as np
+import benchcache
 import onnx
 from onnx import TensorProto, helper
 
@@ -47,11 +48,7 @@ def parameters(args):
 
 
 def cache_key(params):
-    h = hashlib.sha256()
-    h.update(json.dumps(params, sort_keys=True).encode())
-    with open(os.path.abspath(__file__), "rb") as f:
-        h.update(f.read())
-    return h.hexdigest()[:16]
+    return benchcache.cache_key(params, __file__)
 
 
 def conv_layers(width):
@@ -122,14 +119,7 @@ def build(params):
         add_tensor(graph, b + ".running_mean", rng.normal(0.0, 0.5, c_out))
         add_tensor(graph, b + ".running_var", rng.uniform(0.25, 2.0, c_out))
 
-        conv_out, bn_out, relu_out = f"conv{conv_i}", f"bn{conv_i}", f"relu{conv_i}"
-        nodes.append(helper.make_node("Conv", [x, p + ".weight", p + ".bias"], [conv_out], name=conv_out,
-                                      kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]))
-        nodes.append(helper.make_node("BatchNormalization",
-                                      [conv_out, b + ".weight", b + ".bias", b + ".running_mean", b + ".running_var"],
-                                      [bn_out], name=bn_out, epsilon=1e-5))
-        nodes.append(helper.make_node("Relu", [bn_out], [relu_out], name=relu_out))
-        x = relu_out
+        x = benchcache.conv_bn_relu(nodes, x, p, b, conv_i)
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["output"], name="gap"))
     graph.node.extend(nodes)
 

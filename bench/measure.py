@@ -30,6 +30,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 TIME_TARGET = 3.0  # bnfold fold+write wall time <= 3x cat's
@@ -40,18 +41,88 @@ MIB = 1024 * 1024
 # ---------------------------------------------------------------- wrap
 
 
+
+def measured_runs(spec, scratch, count):
+    """`count` measurements of one command, printed as they come; its output is removed after."""
+    runs = []
+    for _ in range(count):
+        r = measure_once(spec, scratch)
+        runs.append(r)
+        print(f", {r['wall']:.2f}s", end="", flush=True)
+    print(flush=True)
+    clean([spec["out"]])
+    return runs
+
+
+def verdict(spec, t_ratio, m_ratio, rss_target, missed):
+    """The "target met" cell of a row; appends missed targets to `missed`."""
+    if spec["kind"] == "ref":
+        return "(reference)"
+    if spec["kind"] != "target":
+        return "(extra reference)"
+    miss = []
+    if t_ratio > TIME_TARGET:
+        miss.append("time")
+    if m_ratio > rss_target:
+        miss.append("RSS")
+    missed += [f"{spec['label']}: {m}" for m in miss]
+    return "yes" if not miss else "MISSED (" + ", ".join(miss) + ")"
+
 def maxrss_kib(usage):
     # Linux and the BSDs report KiB, macOS bytes.
     return usage.ru_maxrss // 1024 if sys.platform == "darwin" else usage.ru_maxrss
+
+
+class RssSampler:
+    """Largest RssAnon / RssFile of a running child, sampled from /proc (Linux).
+
+    ru_maxrss gives only the total; the split says whether a peak is memory
+    the process allocated (anon) or pages of files it mapped (file: clean
+    page-cache pages, which the kernel can drop). Samples every ~5 ms, so a
+    short spike can be missed: the figures are lower bounds.
+    """
+
+    def __init__(self, pid):
+        self.path = f"/proc/{pid}/status"
+        self.anon_kib = self.file_kib = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        try:
+            with open(self.path) as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        self.anon_kib = max(self.anon_kib, int(line.split()[1]))
+                    elif line.startswith("RssFile:"):
+                        self.file_kib = max(self.file_kib, int(line.split()[1]))
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def run(self):
+        while not self.stop.is_set():
+            self.sample()
+            self.stop.wait(0.005)
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
 
 
 def cmd_wrap(args):
     cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
     out = open(args.stdout, "wb") if args.stdout else subprocess.DEVNULL
     err = open(args.stderr, "wb") if args.stderr else None
+    sampler = None
     try:
         t0 = time.perf_counter()
-        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err).returncode
+        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        if args.sample_rss and os.path.exists(f"/proc/{child.pid}/status"):
+            sampler = RssSampler(child.pid)
+        rc = child.wait()
+        if sampler:
+            sampler.finish()
         if args.fsync and rc == 0:
             fd = os.open(args.fsync, os.O_RDONLY)
             try:
@@ -64,7 +135,10 @@ def cmd_wrap(args):
             if f not in (None, subprocess.DEVNULL):
                 f.close()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"wall": wall, "maxrss_kib": maxrss_kib(usage), "rc": rc}))
+    result = {"wall": wall, "maxrss_kib": maxrss_kib(usage), "rc": rc}
+    if sampler:
+        result.update(anon_kib=sampler.anon_kib, file_kib=sampler.file_kib)
+    print(json.dumps(result))
 
 
 # ---------------------------------------------------------------- ort-optimize
@@ -140,6 +214,8 @@ def measure_once(spec, scratch, keep_stdout=False):
             "--stdout", spec.get("stdout_to") or log_out, "--stderr", log_err]
     if spec.get("fsync"):
         wrap += ["--fsync", spec["fsync"]]
+    if spec.get("sample_rss"):
+        wrap += ["--sample-rss"]
     res = subprocess.run(wrap + ["--"] + spec["cmd"], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"wrapper failed for {spec['label']}: {res.stderr.strip()}")
@@ -176,6 +252,17 @@ def fmt_table(header, rows, right):
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
+def print_machine(bnfold):
+    cpu, ncpu, mem = machine()
+    version = subprocess.run([bnfold, "--version"], capture_output=True, text=True).stdout.strip()
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = ", load average %.2f %.2f %.2f" % os.getloadavg()
+    print(f"machine : {cpu}, nproc {ncpu}" + (f", {mem / 2**30:.1f} GiB RAM" if mem else "") + load)
+    print(f"system  : {platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print(f"bnfold  : {bnfold} ({version})")
+
+
 def cmd_bench(args):
     model = os.path.abspath(args.model)
     scratch = os.path.abspath(args.scratch)
@@ -185,14 +272,7 @@ def cmd_bench(args):
     py = sys.executable
     here = os.path.abspath(__file__)
 
-    cpu, ncpu, mem = machine()
-    version = subprocess.run([bnfold, "--version"], capture_output=True, text=True).stdout.strip()
-    load = ""
-    if hasattr(os, "getloadavg"):
-        load = ", load average %.2f %.2f %.2f" % os.getloadavg()
-    print(f"machine : {cpu}, nproc {ncpu}" + (f", {mem / 2**30:.1f} GiB RAM" if mem else "") + load)
-    print(f"system  : {platform.system()} {platform.release()}, Python {platform.python_version()}")
-    print(f"bnfold  : {bnfold} ({version})")
+    print_machine(bnfold)
     print(f"model   : {model}")
     print(f"size    : {size:,} bytes ({size / MIB:.1f} MiB)" + ("" if size >= 500e6 else "  (under the 500 MB the benchmark is meant for)"))
     print(f"runs    : 1 warm-up + {args.runs} measured per command; wall = median, RSS = max over measured runs")
@@ -229,13 +309,7 @@ def cmd_bench(args):
                 notes.append(f"{spec['label']}: {left} BatchNormalization node(s) left in the output")
         if spec["label"] == "bnfold IN -o OUT" and warm.get("stdout"):
             notes.append("bnfold report (warm-up run):\n" + "\n".join("    " + l for l in warm["stdout"].rstrip().splitlines()))
-        runs = []
-        for i in range(args.runs):
-            r = measure_once(spec, scratch)
-            runs.append(r)
-            print(f", {r['wall']:.2f}s", end="", flush=True)
-        print(flush=True)
-        clean([spec["out"]])
+        runs = measured_runs(spec, scratch, args.runs)
         results.append((spec, statistics.median(r["wall"] for r in runs), max(r["maxrss_kib"] for r in runs) * 1024))
 
     cat_wall = results[0][1]
@@ -244,18 +318,7 @@ def cmd_bench(args):
     rows, missed = [], []
     for spec, wall, rss in results:
         t_ratio, m_ratio = wall / cat_wall, rss / size
-        if spec["kind"] == "target":
-            miss = []
-            if t_ratio > TIME_TARGET:
-                miss.append("time")
-            if m_ratio > RSS_TARGET:
-                miss.append("RSS")
-            met = "yes" if not miss else "MISSED (" + ", ".join(miss) + ")"
-            missed += [f"{spec['label']}: {m}" for m in miss]
-        elif spec["kind"] == "ref":
-            met = "(reference)"
-        else:
-            met = "(extra reference)"
+        met = verdict(spec, t_ratio, m_ratio, RSS_TARGET, missed)
         rows.append([spec["label"], f"{wall:.3f}", f"{rss / MIB:.0f}", f"{t_ratio:.2f}", f"{m_ratio:.2f}", met])
 
     print()
@@ -277,6 +340,286 @@ def cmd_bench(args):
     return 0
 
 
+# ---------------------------------------------------------------- huge
+
+
+HUGE_RSS_TARGET = 0.25  # bnfold peak RSS <= 0.25x the weights (external data) size
+HUGE_ONNX_LIMIT = MIB  # the .onnx part of an output: graph and tensor headers only
+FLOAT_SIZES = {1: 4, 10: 2, 11: 8, 16: 2}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+class Headers:
+    """A model read without its external data: nodes, and where each initializer's bytes are."""
+
+    def __init__(self, path):
+        import onnx
+
+        self.path = path
+        self.dir = os.path.dirname(os.path.abspath(path))
+        self.model = onnx.load_model(path, load_external_data=False)
+        self.nodes = list(self.model.graph.node)
+        self.inits = {t.name: t for t in self.model.graph.initializer}
+
+    def external(self, t):
+        """{'location', 'offset', 'length'} of an external tensor, None for an inline one."""
+        if t.data_location != 1:  # TensorProto.EXTERNAL
+            return None
+        e = {kv.key: kv.value for kv in t.external_data}
+        return {"location": e.get("location"), "offset": int(e.get("offset", 0)),
+                "length": int(e["length"]) if "length" in e else None}
+
+    def external_total(self):
+        return sum((self.external(t) or {}).get("length") or 0 for t in self.inits.values())
+
+    def read(self, name, start, count):
+        """count float32 values from element `start` of initializer `name`, read from its file."""
+        import numpy as np
+
+        t = self.inits[name]
+        ext = self.external(t)
+        if ext is None:
+            return np.frombuffer(t.raw_data, dtype="<f4")[start:start + count].copy() if t.raw_data \
+                else np.array(t.float_data[start:start + count], dtype=np.float32)
+        return np.fromfile(os.path.join(self.dir, ext["location"]), dtype="<f4", count=count,
+                           offset=ext["offset"] + 4 * start)
+
+    def conv_bn_pairs(self):
+        """(conv node, BN node) for every BatchNormalization fed by a Conv."""
+        producer = {o: n for n in self.nodes for o in n.output}
+        pairs = []
+        for n in self.nodes:
+            if n.op_type == "BatchNormalization":
+                p = producer.get(n.input[0])
+                if p is not None and p.op_type == "Conv":
+                    pairs.append((p, n))
+        return pairs
+
+
+def check_external_output(out, expect_batchnorm):
+    """Structure of a written external-data model, read cheaply. Returns (problems, facts)."""
+    problems, facts = [], []
+    onnx_size = os.path.getsize(out)
+    facts.append(f".onnx part {onnx_size / 1024:.1f} KiB")
+    if onnx_size > HUGE_ONNX_LIMIT:
+        problems.append(f"the .onnx part is {onnx_size / MIB:.1f} MiB (over {HUGE_ONNX_LIMIT / MIB:.0f} MiB: "
+                        "tensor data went into the protobuf)")
+    h = Headers(out)
+    bn = sum(n.op_type == "BatchNormalization" for n in h.nodes)
+    facts.append(f"{bn} BatchNormalization")
+    if bn != expect_batchnorm:
+        problems.append(f"{bn} BatchNormalization node(s) in the output, expected {expect_batchnorm}")
+
+    files, inline_big = {}, 0
+    for t in h.inits.values():
+        ext = h.external(t)
+        if ext is None:
+            inline_big += len(t.raw_data) >= 1024
+            continue
+        loc = ext["location"]
+        if not loc or os.path.isabs(loc) or ".." in loc.replace("\\", "/").split("/"):
+            problems.append(f"{t.name}: bad location {loc!r}")
+            continue
+        if ext["length"] is None:
+            problems.append(f"{t.name}: external_data has no length")
+            continue
+        n = 1
+        for d in t.dims:
+            n *= d
+        size = FLOAT_SIZES.get(t.data_type)
+        if size and n * size != ext["length"]:
+            problems.append(f"{t.name}: length {ext['length']} but dims {list(t.dims)} need {n * size}")
+        files.setdefault(loc, []).append((ext["offset"], ext["length"], t.name))
+    if inline_big:
+        problems.append(f"{inline_big} tensor(s) of 1 KiB or more are inline")
+    expected_name = os.path.basename(out) + ".data"
+    if set(files) != {expected_name}:
+        problems.append(f"external data files {sorted(files)}, expected [{expected_name!r}]")
+    for loc, spans in sorted(files.items()):
+        path = os.path.join(h.dir, loc)
+        if not os.path.isfile(path):
+            problems.append(f"{loc}: referenced by {len(spans)} tensor(s) but missing")
+            continue
+        size = os.path.getsize(path)
+        spans.sort()
+        total = sum(length for _, length, _ in spans)
+        end = 0
+        for off, length, name in spans:
+            if off < end:
+                problems.append(f"{loc}: {name} at {off} overlaps the previous tensor (ends at {end})")
+            end = max(end, off + length)
+        if end > size:
+            problems.append(f"{loc}: tensors reach byte {end:,}, the file has {size:,}")
+        if total != size:
+            problems.append(f"{loc}: {size:,} bytes but the tensors' lengths sum to {total:,}")
+        facts.append(f"{loc}: {len(spans)} tensors, lengths sum {total:,} B = file size {size:,} B"
+                     if total == size else f"{loc}: {len(spans)} tensors, {total:,} B of {size:,} B")
+    # bnfold writes through temporaries; none may be left next to the output.
+    d, base = os.path.split(out)
+    stray = sorted(f for f in os.listdir(d) if f.startswith(base) or f.startswith("." + base))
+    stray = [f for f in stray if f not in (base, expected_name)]
+    if stray:
+        problems.append(f"unexpected files next to the output: {stray}")
+    return problems, facts, h
+
+
+def check_values(inp, out, folded, channels_per_block=3, blocks=3):
+    """Reads a few output channels and compares them with the input (numpy fold, or equal bytes)."""
+    import numpy as np
+
+    problems = []
+    pairs = inp.conv_bn_pairs()
+    if not pairs:
+        return ["no Conv -> BatchNormalization pair in the input"], ""
+    picks = sorted({0, len(pairs) // 2, len(pairs) - 1})[:blocks]
+    out_nodes = {n.name: n for n in out.nodes if n.op_type == "Conv"}
+    worst, checked = 0.0, 0
+    for i in picks:
+        conv, bn = pairs[i]
+        o = out_nodes.get(conv.name)
+        if o is None:
+            problems.append(f"Conv {conv.name!r} not found in the output")
+            continue
+        w_in = inp.inits[conv.input[1]]
+        m = w_in.dims[0]
+        per = 1
+        for d in w_in.dims[1:]:
+            per *= d
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        for k in sorted({0, m // 2 + 1, m - 1})[:channels_per_block]:
+            w = inp.read(conv.input[1], k * per, per)
+            got_w = out.read(o.input[1], k * per, per)
+            b = inp.read(conv.input[2], k, 1)[0] if len(conv.input) > 2 and conv.input[2] else 0.0
+            got_b = out.read(o.input[2], k, 1)[0] if len(o.input) > 2 and o.input[2] else None
+            if not folded:
+                if not (np.array_equal(w.view("<u4"), got_w.view("<u4")) and got_b is not None
+                        and np.float32(b).view("<u4") == np.float32(got_b).view("<u4")):
+                    problems.append(f"{conv.name} channel {k}: bytes differ from the input")
+                checked += 1
+                continue
+            gamma, beta, mean, var = (float(inp.read(name, k, 1)[0]) for name in bn.input[1:5])
+            scale = gamma / np.sqrt(var + float(np.float32(eps)))
+            exp_w = (w.astype(np.float64) * scale).astype(np.float32)
+            exp_b = np.float32((float(b) - mean) * scale + beta)
+            if got_b is None:
+                problems.append(f"{conv.name}: no bias after folding")
+                continue
+            # A few float32 ulps: bnfold may round the scale to float32 before multiplying.
+            tol = 4 * np.finfo(np.float32).eps
+            err_w = np.abs(got_w.astype(np.float64) - exp_w) / np.maximum(np.abs(exp_w.astype(np.float64)), 1e-30)
+            err_b = abs(float(got_b) - float(exp_b)) / max(abs(float(exp_b)), 1e-6)
+            worst = max(worst, float(err_w.max()), err_b)
+            if err_w.max() > tol or err_b > tol:
+                problems.append(f"{conv.name} channel {k}: largest relative error {max(err_w.max(), err_b):.2e}")
+            checked += 1
+    if folded:
+        summary = (f"{checked} output channels (W' = W*g/sqrt(v+eps), b' = (b-m)*g/sqrt(v+eps)+beta) of Conv "
+                   f"{', '.join(pairs[i][0].name for i in picks)} match numpy; largest relative error {worst:.1e}"
+                   + (" (bit-identical)" if worst == 0 else ""))
+    else:
+        summary = f"{checked} channels of Conv {', '.join(pairs[i][0].name for i in picks)} are byte-identical to the input"
+    return problems, summary
+
+
+def cmd_huge(args):
+    import shutil
+
+    model = os.path.abspath(args.model)
+    scratch = os.path.abspath(args.scratch)
+    os.makedirs(scratch, exist_ok=True)
+    bnfold = os.path.abspath(args.bnfold)
+    inp = Headers(model)
+    locations = sorted({inp.external(t)["location"] for t in inp.inits.values() if inp.external(t)})
+    data_files = [os.path.join(inp.dir, loc) for loc in locations]
+    weights = inp.external_total()
+    onnx_size = os.path.getsize(model)
+    data_size = sum(os.path.getsize(f) for f in data_files)
+    found_bn = sum(n.op_type == "BatchNormalization" for n in inp.nodes)
+
+    print_machine(bnfold)
+    print(f"model   : {model} ({onnx_size / 1024:.0f} KiB) + {', '.join(locations)} ({data_size:,} bytes)")
+    print(f"weights : {weights:,} bytes = {weights / 2**30:.2f} GiB in external data "
+          f"({len(inp.inits)} initializers, {found_bn} Conv+BatchNormalization blocks)")
+    print(f"runs    : 1 warm-up + {args.runs} measured per command; wall = median, RSS = max over measured runs")
+    free = shutil.disk_usage(scratch).free
+    need = int(data_size * 1.1) + 256 * MIB
+    if free < need:
+        raise RuntimeError(f"{scratch}: {free / 2**30:.1f} GiB free, the outputs need {need / 2**30:.1f} GiB "
+                           "(set BENCH_HUGE=0 to skip this case)")
+    print(flush=True)
+
+    copy = os.path.join(scratch, "huge-copy")
+    folded = os.path.join(scratch, "huge-folded.onnx")
+    none = os.path.join(scratch, "huge-none.onnx")
+    cat = ["cat", model] + data_files
+    specs = [
+        {"label": "cat IN IN.data > copy", "kind": "ref", "cmd": cat, "stdout_to": copy, "out": copy},
+        {"label": "cat IN IN.data > copy; fsync copy", "kind": "extra", "cmd": cat, "stdout_to": copy,
+         "out": copy, "fsync": copy},
+        {"label": "bnfold IN -o OUT", "kind": "target", "cmd": [bnfold, model, "-o", folded], "out": folded,
+         "check": "fold"},
+        {"label": "bnfold IN -o OUT --passes none", "kind": "target",
+         "cmd": [bnfold, model, "-o", none, "--passes", "none"], "out": none, "check": "none"},
+    ]
+    for spec in specs:
+        spec["sample_rss"] = True
+
+    floor = measure_once({"label": "true", "cmd": ["true"], "out": os.path.join(scratch, "true.out")}, scratch)
+    floor = floor["maxrss_kib"] * 1024
+
+    results, notes, failed = [], [], []
+    for spec in specs:
+        print(f"  {spec['label']}: warm-up", end="", flush=True)
+        warm = measure_once(spec, scratch, keep_stdout=True)
+        if spec.get("check"):
+            t0 = time.perf_counter()
+            problems, facts, out = check_external_output(spec["out"], 0 if spec["check"] == "fold" else found_bn)
+            more, summary = check_values(inp, out, spec["check"] == "fold")
+            problems += more
+            dt = time.perf_counter() - t0
+            if problems:
+                failed += [f"{spec['label']}: {p}" for p in problems]
+            notes.append(f"{spec['label']} (warm-up output, checked in {dt * 1000:.0f} ms without loading the data): "
+                         + ("OK" if not problems else "FAILED") + "\n    " + "; ".join(facts)
+                         + "\n    " + summary)
+            if spec["check"] == "fold" and warm.get("stdout"):
+                notes.append("bnfold report (warm-up run):\n"
+                             + "\n".join("    " + l for l in warm["stdout"].rstrip().splitlines()))
+        runs = measured_runs(spec, scratch, args.runs)
+        results.append((spec, statistics.median(r["wall"] for r in runs),
+                        max(r["maxrss_kib"] for r in runs) * 1024,
+                        max(r.get("anon_kib", 0) for r in runs) * 1024,
+                        max(r.get("file_kib", 0) for r in runs) * 1024))
+
+    cat_wall = results[0][1]
+    header = ["command", "wall s", "peak RSS MiB", "anon+file MiB", "x cat time", "RSS / weights", "target met"]
+    right = [False, True, True, True, True, True, False]
+    rows, missed = [], []
+    for spec, wall, rss, anon, filed in results:
+        t_ratio, m_ratio = wall / cat_wall, rss / weights
+        met = verdict(spec, t_ratio, m_ratio, HUGE_RSS_TARGET, missed)
+        split = f"{anon / MIB:.0f}+{filed / MIB:.0f}" if anon or filed else "-"
+        rows.append([spec["label"], f"{wall:.3f}", f"{rss / MIB:.0f}", split, f"{t_ratio:.2f}",
+                     f"{m_ratio:.3f}", met])
+
+    print()
+    print(fmt_table(header, rows, right))
+    print()
+    print(f"targets (bnfold rows): the output checks pass; wall <= {TIME_TARGET:g}x cat's time; peak RSS <= "
+          f"{HUGE_RSS_TARGET:g}x the weights ({HUGE_RSS_TARGET * weights / MIB:.0f} MiB)")
+    print("anon+file: largest RssAnon and RssFile (mapped file pages, clean and reclaimable) sampled every ~5 ms;")
+    print(f"  peak RSS is ru_maxrss. RSS floor (measuring wrapper until exec): `true` measures {floor / MIB:.0f} MiB.")
+    for n in notes:
+        print(n)
+    print()
+    if failed:
+        print("CHECK FAILED: " + "; ".join(failed))
+    if missed:
+        print("MISSED: " + "; ".join(missed))
+    if not failed and not missed:
+        print("all targets met")
+    return 1 if failed else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -288,10 +631,17 @@ def main():
     b.add_argument("--runs", type=int, default=3)
     b.add_argument("--no-ort", action="store_true", help="skip the onnxruntime reference")
 
+    h = sub.add_parser("huge")
+    h.add_argument("--model", required=True, help="a model whose initializers are in external data")
+    h.add_argument("--bnfold", required=True)
+    h.add_argument("--scratch", required=True, help="directory for the outputs (emptied of them afterwards)")
+    h.add_argument("--runs", type=int, default=3)
+
     w = sub.add_parser("wrap")
     w.add_argument("--stdout")
     w.add_argument("--stderr")
     w.add_argument("--fsync")
+    w.add_argument("--sample-rss", action="store_true", help="also report sampled peak RssAnon / RssFile (Linux)")
     w.add_argument("cmd", nargs=argparse.REMAINDER)
 
     o = sub.add_parser("ort-optimize")
@@ -305,7 +655,7 @@ def main():
         cmd_ort_optimize(args)
     else:
         try:
-            sys.exit(cmd_bench(args))
+            sys.exit(cmd_huge(args) if args.command == "huge" else cmd_bench(args))
         except RuntimeError as e:
             print(f"\nbench: error: {e}", file=sys.stderr)
             sys.exit(1)

@@ -7,12 +7,22 @@
 # and reused while its parameters are unchanged; the outputs are written to
 # bench-out/run/ and removed afterwards.
 #
+# Then the > 2 GiB case: a model whose ~2.2 GB of Conv+BN weights are in an
+# external data file (bench/make_huge_model.py, cached in bench-out/ too),
+# with `cat` of the .onnx and the .data as the reference and bnfold's outputs
+# checked without loading their data (no BatchNormalization left, external
+# data consistent, the .onnx part small, a few folded channels against numpy).
+# It needs about 2.5 GB of free disk for the outputs, removed afterwards.
+#
 # Environment: BENCH_RUNS (measured runs per command, default 3),
 # BENCH_WIDTH (VGG-11 width multiplier, default 4), BENCH_NO_ORT=1 (skip the
-# onnxruntime reference), BNFOLD (binary), BENCH_OUT (scratch directory).
+# onnxruntime reference), BENCH_HUGE=0 (skip the > 2 GiB case),
+# BENCH_HUGE_RUNS (its measured runs per command, default BENCH_RUNS),
+# BENCH_HUGE_GB (its weights in GB, default 2.2), BNFOLD (binary), BENCH_OUT
+# (scratch directory).
 #
 # Exits 0 when the benchmark ran, even if a target was missed (the report says
-# MISSED); non-zero only if something could not run.
+# MISSED); non-zero if something could not run or an output check failed.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,4 +59,17 @@ echo
 "$python" bench/measure.py bench --model "$model" --bnfold "$bnfold" --scratch "$scratch" \
     --runs "$runs" ${ort_flag[@]+"${ort_flag[@]}"}
 
+rc=0
+if [ "${BENCH_HUGE:-1}" != 0 ]; then
+    echo
+    echo "bench: > 2 GiB external-data case (BENCH_HUGE=0 skips it)"
+    huge_start=$(date +%s)
+    huge_model=$("$python" bench/make_huge_model.py --out-dir "$out" --gb "${BENCH_HUGE_GB:-2.2}")
+    echo
+    "$python" bench/measure.py huge --model "$huge_model" --bnfold "$bnfold" --scratch "$scratch" \
+        --runs "${BENCH_HUGE_RUNS:-$runs}" || rc=$?
+    echo "bench: > 2 GiB case done in $(( $(date +%s) - huge_start )) s"
+fi
+
 echo "bench: done in $(( $(date +%s) - start )) s"
+exit "$rc"

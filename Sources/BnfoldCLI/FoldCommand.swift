@@ -63,6 +63,11 @@ struct Fold: ParsableCommand {
                 throw ModelFileError(file: output, "is the input file; pass --in-place to overwrite it")
             }
             var model = try ModelReader.read(path: input)
+            do {
+                try model.validate()
+            } catch let error as ModelValidationError {
+                throw ModelFileError(file: input, "is not a valid ONNX model: \(error.message)")
+            }
             let afterRead = clock.now
             let before = model.graph.map(GraphCensus.init) ?? GraphCensus()
             let manager = PassManager(passes: try selectedPasses())

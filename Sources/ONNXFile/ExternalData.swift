@@ -14,18 +14,24 @@ import ONNXGraph
 /// directory; the offset and length must lie within the file. Files are
 /// mapped lazily, once each, and shared by all tensors in them.
 final class ExternalDataResolver {
-    /// The model's directory, with symlinks resolved.
-    let directory: String
     let modelFile: String
     private var mapped: [String: MappedFile] = [:]
+    /// The model's directory with symlinks resolved, found on first use
+    /// (most models have no external data).
+    private var resolvedDirectory: String?
 
-    init(modelFile: String) throws {
+    init(modelFile: String) {
         self.modelFile = modelFile
+    }
+
+    private func directory() throws -> String {
+        if let resolvedDirectory { return resolvedDirectory }
         let dir = parentDirectory(of: modelFile)
         guard let real = realPath(dir) else {
-            throw ModelFileError(file: modelFile, "cannot resolve its directory '\(dir)'")
+            throw ModelFileError(file: modelFile, "cannot resolve its directory '\(dir)' to look for external data")
         }
-        directory = real
+        resolvedDirectory = real
+        return real
     }
 
     struct Entry {
@@ -42,6 +48,7 @@ final class ExternalDataResolver {
         var location: String?
         var offset = 0
         var length: Int?
+        var checksum: String?
         for entry in tensor.externalData {
             switch entry.key {
             case "location": location = entry.value
@@ -55,6 +62,7 @@ final class ExternalDataResolver {
                     throw fail("has an invalid length '\(entry.value ?? "")'")
                 }
                 length = v
+            case "checksum": checksum = entry.value
             default: break
             }
         }
@@ -64,6 +72,7 @@ final class ExternalDataResolver {
         if location.split(separator: "/").contains("..") || location.split(separator: "\\").contains("..") {
             throw fail("location '\(location)' contains '..'; only paths inside the model's directory are allowed")
         }
+        let directory = try directory()
         let joined = directory + "/" + location
         guard let real = realPath(joined) else {
             throw fail("file '\(location)' does not exist next to the model")
@@ -85,25 +94,45 @@ final class ExternalDataResolver {
         guard offset <= fileSize, size <= fileSize - offset else {
             throw fail("range \(offset)..<\(offset + size) lies past the end of '\(location)' (\(fileSize) bytes)")
         }
+        if let checksum {
+            let actual = try digest(of: real, location: location)
+            guard checksum.lowercased() == actual else {
+                throw fail("checksum mismatch: '\(location)' has SHA-1 \(actual), the model expects \(checksum)")
+            }
+        }
         let description = "'\(location)' at offset \(offset)"
         return ExternalBytes(description: description) { [self] in
             try self.bytes(real: real, location: location, offset: offset, count: size, tensor: name)
         }
     }
 
+    private var digests: [String: String] = [:]
+
+    /// SHA-1 of a whole data file, computed once per file.
+    private func digest(of real: String, location: String) throws -> String {
+        if let known = digests[real] { return known }
+        let file = try mappedFile(real: real, location: location)
+        let hex = SHA1.hex(of: UnsafeRawBufferPointer(start: file.size > 0 ? file.base : nil, count: file.size))
+        digests[real] = hex
+        return hex
+    }
+
+    private func mappedFile(real: String, location: String) throws -> MappedFile {
+        if let m = mapped[real] { return m }
+        let file = try MappedFile(path: real, displayName: location)
+        mapped[real] = file
+        return file
+    }
+
     private func bytes(real: String, location: String, offset: Int, count: Int, tensor: String) throws -> ByteBuffer {
         if count == 0 { return .empty }
-        let file: MappedFile
-        if let m = mapped[real] {
-            file = m
-        } else {
-            file = try MappedFile(path: real, displayName: location)
-            mapped[real] = file
-        }
+        let file = try mappedFile(real: real, location: location)
         guard offset + count <= file.size else {
             throw ModelFileError(file: modelFile, "tensor '\(tensor)': external data file '\(location)' shrank while being read")
         }
-        return ByteBuffer(borrowing: file.base + offset, count: count, owner: file)
+        // A slice per load: pages it was given back are simply re-read from
+        // the file if another load of the same range still uses them.
+        return MappedSlice(file: file, offset: offset, length: count).buffer
     }
 }
 

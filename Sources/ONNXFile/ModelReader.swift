@@ -37,21 +37,42 @@ public enum ModelReader {
         guard size > 0 else { throw ModelFileError(file: path, "is empty") }
 
         let file = try MappedFile(path: path, displayName: path)
-        let bytes = UnsafeRawBufferPointer(start: file.base, count: file.size)
+        return try decode(UnsafeRawBufferPointer(start: file.base, count: file.size), name: path,
+                          externalDataDirectoryOf: path) { offset, length in
+            MappedSlice(file: file, offset: offset, length: length).buffer
+        }
+    }
+
+    /// Reads a model held in memory (used by the fuzzer, and for models that
+    /// did not come from a file). Tensor payloads borrow `bytes`, which must
+    /// stay valid and unchanged while the returned model (or any tensor taken
+    /// from it) lives; `owner`, if given, is kept alive by those tensors.
+    /// External data is looked up next to `name`.
+    public static func read(bytes: UnsafeRawBufferPointer, name: String, owner: AnyObject? = nil) throws -> Model {
+        guard bytes.count > 0 else { throw ModelFileError(file: name, "is empty") }
+        return try decode(bytes, name: name, externalDataDirectoryOf: name) { offset, length in
+            ByteBuffer(borrowing: bytes.baseAddress! + offset, count: length, owner: owner)
+        }
+    }
+
+    /// Unpacks and decodes. `payload` makes the buffer for a payload that
+    /// ``Compaction`` left in `bytes`.
+    static func decode(_ bytes: UnsafeRawBufferPointer, name path: String, externalDataDirectoryOf modelPath: String,
+                       payload: (_ offset: Int, _ length: Int) -> ByteBuffer) throws -> Model {
         // Preferred: unpack a compacted copy and borrow tensor payloads from
-        // the mapping (no copy). Fallback: unpack the file as it is.
-        var slices: [MappedSlice]?
+        // `bytes` (no copy). Fallback: unpack the bytes as they are.
+        var slices: [ByteBuffer]?
         var unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
         if let compaction = Compaction.compact(bytes) {
             unpacked = compaction.bytes.withUnsafeBufferPointer {
                 onnx__model_proto__unpack(nil, $0.count, $0.baseAddress)
             }
             if unpacked != nil {
-                slices = compaction.slices.map { MappedSlice(file: file, offset: $0.offset, length: $0.length) }
+                slices = compaction.slices.map { payload($0.offset, $0.length) }
             }
         }
         if unpacked == nil {
-            unpacked = onnx__model_proto__unpack(nil, file.size, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            unpacked = onnx__model_proto__unpack(nil, bytes.count, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
         }
         guard let unpacked else {
             throw ModelFileError(file: path, WireScan.diagnose(bytes))
@@ -63,7 +84,7 @@ public enum ModelReader {
         guard unpacked.pointee.has_ir_version != 0 else {
             throw ModelFileError(file: path, "is not an ONNX model: it has no ir_version")
         }
-        let decoder = ProtoDecoder(owner: tree, external: try ExternalDataResolver(modelFile: path), fileName: path,
+        let decoder = ProtoDecoder(owner: tree, external: ExternalDataResolver(modelFile: modelPath), fileName: path,
                                    slices: slices)
         return try decoder.model(unpacked)
     }

@@ -98,8 +98,10 @@ public enum ModelWriter {
         var dataBytes = 0
         if !plan.entries.isEmpty {
             let dataPath = directory + "/" + dataName
-            let dataTemp = try temps.create(near: dataPath, displayName: dataName)
-            let sink = FileSink(fd: dataTemp.fd, displayName: dataName)
+            // Errors name the data file as the user would: next to the output as given.
+            let dataDisplayName = path.lastIndex(of: "/").map { String(path[...$0]) + dataName } ?? dataName
+            let dataTemp = try temps.create(near: dataPath, displayName: dataDisplayName)
+            let sink = FileSink(fd: dataTemp.fd, displayName: dataDisplayName)
             for entry in plan.entries {
                 try sink.pad(to: entry.offset)
                 try sink.write(entry.bytes)
@@ -113,6 +115,7 @@ public enum ModelWriter {
         try sink.finish()
         withExtendedLifetime(arena) {}
 
+        pauseBeforeCommitForTests()
         // Data first, then the model that refers to it.
         try temps.commitAll(directory: directory)
         return WriteSummary(modelBytes: sink.written,
@@ -120,6 +123,33 @@ public enum ModelWriter {
                             externalTensors: plan.entries.count,
                             externalDataBytes: dataBytes,
                             switchedToExternalData: switched)
+    }
+
+    /// Test hook, not a feature: when the environment variable
+    /// `BNFOLD_TEST_PAUSE_BEFORE_COMMIT` holds a number of milliseconds, the
+    /// writer sleeps that long once the temporary files are complete and
+    /// before they are renamed, so that tests can interrupt it at a known
+    /// point (Tests/BnfoldCLITests/NothingLostTests.swift). Unset, or not a
+    /// positive number: does nothing.
+    private static func pauseBeforeCommitForTests() {
+        guard let value = getenv("BNFOLD_TEST_PAUSE_BEFORE_COMMIT"),
+              let milliseconds = Int(String(cString: value)), milliseconds > 0 else { return }
+        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: milliseconds % 1000 * 1_000_000)
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+    }
+}
+
+extension ModelWriter {
+    /// Bytes the model would take as one protobuf message with every tensor
+    /// where it is now (what `--external-data keep` would write, before the
+    /// 2 GiB switch). Builds the message tree without writing anything.
+    public static func packedSize(_ model: Model) throws -> Int {
+        let arena = CArena()
+        let tree = try ProtoEncoder(arena: arena, placement: { tensor, _ in
+            tensor.location == .external ? .external(location: "data", offset: 0, length: 0) : .asIs
+        }).model(model)
+        return withExtendedLifetime(arena) { onnx__model_proto__get_packed_size(tree) }
     }
 }
 

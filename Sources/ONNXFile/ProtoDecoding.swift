@@ -16,7 +16,7 @@ struct ProtoDecoder {
     let fileName: String
     /// Payloads left in the mapped file by ``Compaction``, by marker index;
     /// nil when the file was unpacked whole (markers are then ordinary unknown fields).
-    let slices: [MappedSlice]?
+    let slices: [ByteBuffer]?
 
     // MARK: Helpers
 
@@ -354,7 +354,7 @@ struct ProtoDecoder {
                 throw ModelFileError(file: fileName, "tensor '\(tensor.name ?? "<unnamed>")': internal error locating raw_data")
             }
             tensor.unknownFields.fields.remove(at: marker)
-            tensor.rawData = slices[index].buffer
+            tensor.rawData = slices[index]
         }
         if tensor.location == .external {
             tensor.externalBytes = try external.resolve(tensor)

@@ -12,44 +12,100 @@ import Darwin
 /// ``SignalCleanup`` — when the process is interrupted.
 final class TemporaryFiles {
     struct File {
-        let fd: Int32
+        /// -1 once closed.
+        fileprivate(set) var fd: Int32
         let path: String
         let finalPath: String
     }
     private var files: [File] = []
 
     func create(near finalPath: String, displayName: String) throws -> File {
-        let template = parentDirectory(of: finalPath) + "/." + baseName(of: finalPath) + ".bnfold-tmp.XXXXXX"
+        let directory = parentDirectory(of: finalPath)
+        var info = stat()
+        if finalPath.hasSuffix("/") || (stat(finalPath, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR) {
+            throw ModelFileError(file: displayName, "cannot write: is a directory")
+        }
+        let template = directory + "/." + baseName(of: finalPath) + ".bnfold-tmp.XXXXXX"
         var chars = Array(template.utf8CString)
-        let fd = chars.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        // Created and registered with the clean-up signals held back, so that
+        // an interrupt cannot fall between the two and leave the file behind.
+        let (fd, error) = SignalCleanup.deferringSignals { () -> (Int32, Int32) in
+            let fd = chars.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            guard fd >= 0 else { return (fd, errno) }
+            chars.withUnsafeBufferPointer { SignalCleanup.register($0.baseAddress!) }
+            return (fd, 0)
+        }
         guard fd >= 0 else {
-            let reason = errno == EACCES || errno == EROFS || errno == EPERM
-                ? "the directory '\(parentDirectory(of: finalPath))' is not writable"
-                : errno == ENOENT ? "the directory '\(parentDirectory(of: finalPath))' does not exist"
-                : errno == ENOSPC ? "no space left on the device"
-                : String(cString: strerror(errno))
-            throw ModelFileError(file: displayName, "cannot write: \(reason)")
+            throw ModelFileError(file: displayName, "cannot write: \(TemporaryFiles.describeCreateError(error, directory: directory))")
         }
         let path = String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         fchmod(fd, 0o644 & ~currentUmask())
-        SignalCleanup.register(path)
         let file = File(fd: fd, path: path, finalPath: finalPath)
         files.append(file)
         return file
     }
 
-    /// Closes and renames every file into place, in creation order.
-    func commitAll(directory: String) throws {
-        for file in files { close(file.fd) }
-        for (i, file) in files.enumerated() {
-            guard rename(file.path, file.finalPath) == 0 else {
-                let reason = String(cString: strerror(errno))
-                files = Array(files[i...])
-                throw ModelFileError(file: file.finalPath, "cannot write: rename failed: \(reason)")
-            }
-            SignalCleanup.unregister(file.path)
+    /// Why a file could not be created in `directory`, as the end of a sentence.
+    static func describeCreateError(_ error: Int32, directory: String) -> String {
+        var info = stat()
+        let directoryExists = stat(directory, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+        switch error {
+        case EACCES, EPERM:
+            return "the directory '\(directory)' is not writable"
+        case EROFS:
+            return "the directory '\(directory)' is on a read-only file system"
+        case ENOENT where directoryExists:
+            // /proc and the like: the directory is there but takes no new files.
+            return "the directory '\(directory)' is not writable"
+        case ENOENT:
+            return "the directory '\(directory)' does not exist"
+        case ENOTDIR:
+            return "'\(firstNonDirectory(in: directory) ?? directory)' is not a directory"
+        case ENOSPC:
+            return "no space left on the device"
+        case EDQUOT:
+            return "the disk quota is exhausted"
+        case ENAMETOOLONG:
+            return "the file name is too long"
+        default:
+            return String(cString: strerror(error))
         }
-        files = []
+    }
+
+    /// The first leading part of `path` that exists and is not a directory.
+    private static func firstNonDirectory(in path: String) -> String? {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for component in path.split(separator: "/") {
+            prefix += (prefix.isEmpty || prefix.hasSuffix("/") ? "" : "/") + component
+            var info = stat()
+            guard stat(prefix, &info) == 0 else { return nil }
+            if (info.st_mode & S_IFMT) != S_IFDIR { return prefix }
+        }
+        return nil
+    }
+
+    /// Closes and renames every file into place, in creation order.
+    ///
+    /// SIGINT, SIGTERM and SIGHUP are held back during the renames, so an
+    /// interrupt cannot leave the data file renamed but not the model that
+    /// refers to it; a signal that arrives meanwhile takes effect after.
+    func commitAll(directory: String) throws {
+        closeAll()
+        var failure: (path: String, error: Int32)?
+        SignalCleanup.deferringSignals {
+            while let file = files.first {
+                guard rename(file.path, file.finalPath) == 0 else {
+                    failure = (file.finalPath, errno)
+                    return
+                }
+                SignalCleanup.unregister(file.path)
+                files.removeFirst()
+            }
+        }
+        if let failure {
+            let reason = failure.error == EISDIR ? "is a directory" : String(cString: strerror(failure.error))
+            throw ModelFileError(file: failure.path, "cannot write: rename failed: \(reason)")
+        }
         // Make the renames durable.
         let dfd = open(directory, O_RDONLY | O_DIRECTORY)
         if dfd >= 0 { fsync(dfd); close(dfd) }
@@ -57,12 +113,19 @@ final class TemporaryFiles {
 
     /// Removes every file not committed.
     func removeAll() {
+        closeAll()
         for file in files {
-            close(file.fd)
             unlink(file.path)
             SignalCleanup.unregister(file.path)
         }
         files = []
+    }
+
+    private func closeAll() {
+        for i in files.indices where files[i].fd >= 0 {
+            close(files[i].fd)
+            files[i].fd = -1
+        }
     }
 
     deinit { removeAll() }
@@ -74,11 +137,12 @@ private func currentUmask() -> mode_t {
     return mask
 }
 
-/// Removes registered temporary files when the process gets SIGINT or
-/// SIGTERM, then exits with the conventional 128 + signal status.
+/// Removes registered temporary files when the process gets SIGINT, SIGTERM
+/// or SIGHUP, then dies of that signal (the shell reports 128 + signal).
 ///
 /// The handler may only call async-signal-safe functions, so paths are kept
-/// as C strings in a fixed table that it reads without locks.
+/// as C strings in a fixed table that it reads without locks; writers of the
+/// table take a lock and hold the signals back on their thread.
 public enum SignalCleanup {
     private static let slots = 16
     nonisolated(unsafe) private static let table: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> = {
@@ -86,10 +150,24 @@ public enum SignalCleanup {
         t.initialize(repeating: nil, count: 16)
         return t
     }()
+    nonisolated(unsafe) private static let lock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+    /// The signals after which temporary files are removed.
+    private static let cleanupSignals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
 
-    /// Installs the handlers (idempotent). The CLI calls this at start-up.
+    /// Installs the handlers (idempotent). The CLI calls this at start-up,
+    /// on the main thread.
+    ///
+    /// A signal that was ignored when the process started stays ignored
+    /// (`nohup bnfold …` must survive a hang-up). SIGXFSZ is ignored, so that
+    /// a write past a file size limit (`ulimit -f`) fails with EFBIG and is
+    /// reported, and the temporary file removed, instead of killing the process.
     public static func install() {
         _ = table
+        _ = lock
         let handler: @convention(c) (Int32) -> Void = { sig in
             for i in 0..<SignalCleanup.slots {
                 if let p = SignalCleanup.table[i] { unlink(p) }
@@ -97,12 +175,40 @@ public enum SignalCleanup {
             signal(sig, SIG_DFL)
             raise(sig)
         }
-        signal(SIGINT, handler)
-        signal(SIGTERM, handler)
-        signal(SIGHUP, handler)
+        var caught = sigset_t()
+        sigemptyset(&caught)
+        for sig in cleanupSignals where !isIgnored(sig) {
+            signal(sig, handler)
+            sigaddset(&caught, sig)
+        }
+        // A blocked mask survives exec: a parent that spawns bnfold from a
+        // thread that blocks signals (libdispatch's workers block most;
+        // Foundation's Process does not reset the mask) would otherwise make
+        // it deaf to SIGTERM. The signals caught here are unblocked.
+        pthread_sigmask(SIG_UNBLOCK, &caught, nil)
+        signal(SIGXFSZ, SIG_IGN)
     }
 
-    static func register(_ path: String) {
+    private static func isIgnored(_ sig: Int32) -> Bool {
+        var current = sigaction()
+        guard sigaction(sig, nil, &current) == 0, let handler = current.__sigaction_handler.sa_handler else { return false }
+        return unsafeBitCast(handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
+    }
+
+    /// Runs `body` with the clean-up signals blocked on this thread; one that
+    /// arrives meanwhile is delivered when they are unblocked.
+    static func deferringSignals<T>(_ body: () throws -> T) rethrows -> T {
+        var set = sigset_t(), previous = sigset_t()
+        sigemptyset(&set)
+        for sig in cleanupSignals { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_BLOCK, &set, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        return try body()
+    }
+
+    static func register(_ path: UnsafePointer<CChar>) {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
         for i in 0..<slots where table[i] == nil {
             table[i] = strdup(path)
             return
@@ -110,6 +216,8 @@ public enum SignalCleanup {
     }
 
     static func unregister(_ path: String) {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
         for i in 0..<slots {
             if let p = table[i], String(cString: p) == path {
                 table[i] = nil

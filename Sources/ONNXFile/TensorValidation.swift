@@ -14,7 +14,16 @@ enum TensorValidation {
             throw fail("has invalid dimensions \(tensor.dims)")
         }
         let type = tensor.elementType
-        if tensor.location == .external { return }  // checked by ExternalDataResolver
+        if tensor.location == .external {
+            // Bytes in two places would make "the" data ambiguous (and an
+            // attacker's offset would decide which one a tool writes back).
+            let typedBytes = tensor.floatData.count + tensor.int32Data.count + tensor.int64Data.count
+                + tensor.doubleData.count + tensor.uint64Data.count
+            if tensor.rawData != nil || typedBytes > 0 {
+                throw fail("is marked as external data but also holds data in the model file")
+            }
+            return  // the rest is checked by ExternalDataResolver
+        }
         if let raw = tensor.rawData {
             if let expected = type.byteCount(elements: count), raw.count != expected {
                 throw fail("has \(raw.count) bytes of raw_data but its shape \(tensor.dims) of \(type) needs \(expected)")

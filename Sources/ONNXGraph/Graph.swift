@@ -10,7 +10,7 @@ public struct Graph: Equatable {
     public var name: String?
     public var nodes: [Node] = [] { didSet { index = GraphIndex() } }
     public var initializers: [Tensor] = [] { didSet { index = GraphIndex() } }
-    public var sparseInitializers: [SparseTensor] = []
+    public var sparseInitializers: [SparseTensor] = [] { didSet { index = GraphIndex() } }
     public var docString: String?
     public var inputs: [ValueInfo] = [] { didSet { index = GraphIndex() } }
     public var outputs: [ValueInfo] = [] { didSet { index = GraphIndex() } }
@@ -120,9 +120,11 @@ final class GraphIndex: Equatable, @unchecked Sendable {
             if let n = t.name, b.initializers[n] == nil { b.initializers[n] = i }
             if let n = t.name { b.allNames.insert(n) }
         }
+        for sparse in graph.sparseInitializers { if let n = sparse.values?.name { b.allNames.insert(n) } }
         for v in graph.inputs { if let n = v.name { b.inputNames.insert(n); b.allNames.insert(n) } }
         for v in graph.outputs { if let n = v.name { b.outputNames.insert(n); b.allNames.insert(n) } }
         var defined = b.inputNames.union(b.initializers.keys)
+        defined.formUnion(graph.sparseInitializers.compactMap { $0.values?.name })
         var read: Set<String> = b.outputNames
         for (i, node) in graph.nodes.enumerated() {
             for (slot, input) in node.inputs.enumerated() where !input.isEmpty {

@@ -178,28 +178,42 @@ final class ScaledBlocks: ByteProducer {
     /// Rounding is monotonic in magnitude, so each block is checked through
     /// its largest magnitude; only a failing block is searched element by element.
     func firstUnrepresentable() -> UnrepresentableElement? {
-        if let storage = source.owner as? ReclaimableStorage, let base = source.baseAddress {
-            storage.prefetch(base: base, offset: 0, length: source.count)
-        }
+        let storage = source.owner as? ReclaimableStorage
         return source.withUnsafeBytes { src -> UnrepresentableElement? in
-            for block in 0..<blockScale.count {
-                let s = blockScale[block]
-                let first = block * blockSize
-                let (largest, allFinite) = largestMagnitude(src, first: first, count: blockSize)
-                if !allFinite || !s.isFinite || !type.roundsToFinite(largest * s.magnitude) {
-                    // Find the element: scale the block into scratch space.
-                    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize * width, alignment: 16)
-                    defer { scratch.deallocate() }
-                    if let bad = Tensor.scaleRun(type: type, src: src, dst: scratch, first: first, count: blockSize,
-                                                 dstFirst: first, by: s) {
-                        return bad
-                    }
-                    // NaN scale with no element to blame: report the first.
-                    return UnrepresentableElement(index: first, value: .nan)
+            // In chunks of about 16 MiB: map a chunk in bulk, check it, give
+            // its pages back (the writer maps them again when it produces the
+            // bytes), so that checking a 2 GB model does not hold 2 GB.
+            let blocksPerChunk = max(1, (16 << 20) / max(1, blockSize * width))
+            var block = 0
+            while block < blockScale.count {
+                let end = min(blockScale.count, block + blocksPerChunk)
+                let (start, length) = (block * blockSize * width, (end - block) * blockSize * width)
+                if let storage, let base = src.baseAddress { storage.prefetch(base: base, offset: start, length: length) }
+                for b in block..<end {
+                    if let bad = check(block: b, src) { return bad }
                 }
+                if let storage, let base = src.baseAddress { storage.reclaim(base: base, offset: start, length: length) }
+                block = end
             }
             return nil
         }
+    }
+
+    /// Checks one block through its largest magnitude; only a failing block
+    /// is searched element by element.
+    private func check(block: Int, _ src: UnsafeRawBufferPointer) -> UnrepresentableElement? {
+        let s = blockScale[block]
+        let first = block * blockSize
+        let (largest, allFinite) = largestMagnitude(src, first: first, count: blockSize)
+        guard !allFinite || !s.isFinite || !type.roundsToFinite(largest * s.magnitude) else { return nil }
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize * width, alignment: 16)
+        defer { scratch.deallocate() }
+        if let bad = Tensor.scaleRun(type: type, src: src, dst: scratch, first: first, count: blockSize,
+                                     dstFirst: first, by: s) {
+            return bad
+        }
+        // A non-finite scale with no element to blame: report the first.
+        return UnrepresentableElement(index: first, value: .nan)
     }
 
     /// Largest |x| over elements `first ..< first + count`, and whether all
@@ -248,6 +262,10 @@ final class ScaledBlocks: ByteProducer {
             }
         }
         source.withUnsafeBytes { src in
+            let storage = source.owner as? ReclaimableStorage
+            if let storage, let base = src.baseAddress {
+                storage.prefetch(base: base, offset: firstElement * width, length: (lastElement - firstElement) * width)
+            }
             var element = firstElement
             while element < lastElement {
                 let block = element / blockSize
@@ -256,8 +274,8 @@ final class ScaledBlocks: ByteProducer {
                                     dstFirst: firstElement, by: blockScale[block])
                 element = runEnd
             }
-            if let reclaimer = source.owner as? ReclaimableStorage, let base = src.baseAddress {
-                reclaimer.reclaim(base: base, offset: firstElement * width, length: (lastElement - firstElement) * width)
+            if let storage, let base = src.baseAddress {
+                storage.reclaim(base: base, offset: firstElement * width, length: (lastElement - firstElement) * width)
             }
         }
     }

@@ -54,27 +54,18 @@ public final class ScratchDirectory {
 
 /// The result of running a command.
 public struct CommandResult {
+    /// The exit status, or the signal's number if a signal ended the process.
     public var status: Int32
     public var stdout: String
     public var stderr: String
+    /// The signal that ended the process, nil if it exited.
+    public var signal: Int32? = nil
     /// Non-empty lines of stderr.
     public var stderrLines: [String] { stderr.split(separator: "\n").map(String.init) }
 }
 
-/// Runs the `bnfold` binary with `arguments`.
-public func runBnfold(_ arguments: [String]) throws -> CommandResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: TestPaths.bnfoldBinary)
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    // Read before waiting so a large report cannot fill the pipe and block.
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return CommandResult(status: process.terminationStatus,
-                         stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+/// Runs the `bnfold` binary with `arguments` (and `environment` added to this
+/// process's environment).
+public func runBnfold(_ arguments: [String], environment: [String: String] = [:]) throws -> CommandResult {
+    try runCommand(TestPaths.bnfoldBinary, arguments, environment: environment)
 }

@@ -1,0 +1,175 @@
+/// Structural checks run on every model before any pass touches it.
+///
+/// A model file can come from anywhere. Passes assume what the ONNX IR
+/// promises — every value defined exactly once, before it is read (nodes in
+/// topological order, so no cycles), graph outputs defined — and that the
+/// operators they rewrite carry attributes and constant inputs of the types
+/// the operator's schema allows. A model that breaks these promises is an
+/// input error (exit 2), reported with the graph, node and value involved,
+/// rather than something a pass half-understands.
+
+/// Why a model is not well formed.
+public struct ModelValidationError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+extension Model {
+    /// Checks the main graph (and, recursively, every graph inside node
+    /// attributes). Functions and training graphs are carried through
+    /// unchanged and not checked.
+    /// - Throws: ``ModelValidationError`` describing the first problem found.
+    public func validate() throws {
+        guard let graph else { throw ModelValidationError("the model has no graph") }
+        try GraphValidator(graph: graph, path: "main graph", outer: []).check()
+    }
+}
+
+/// What the schema of an operator bnfold rewrites says about it.
+struct OperatorSchema {
+    let inputs: ClosedRange<Int>
+    let attributes: [String: Attribute.Kind]
+    /// Input slots that must hold floating-point tensors (float16, float,
+    /// double, bfloat16) when their type is known.
+    let floatInputs: [Int]
+
+    static let known: [String: OperatorSchema] = [
+        "Conv": OperatorSchema(
+            inputs: 2...3,
+            attributes: ["auto_pad": .string, "dilations": .ints, "group": .int, "kernel_shape": .ints,
+                         "pads": .ints, "strides": .ints],
+            floatInputs: [0, 1, 2]),
+        "BatchNormalization": OperatorSchema(
+            inputs: 5...5,
+            attributes: ["epsilon": .float, "momentum": .float, "training_mode": .int, "spatial": .int,
+                         "is_test": .int, "consumed_inputs": .ints],
+            floatInputs: [0, 1, 2, 3, 4]),
+    ]
+}
+
+private struct GraphValidator {
+    let graph: Graph
+    let path: String
+    /// Names visible from enclosing graphs.
+    let outer: Set<String>
+
+    func nodeLabel(_ index: Int) -> String {
+        let node = graph.nodes[index]
+        return "node '\(node.displayName(index: index))' (\(node.opType)) in the \(path)"
+    }
+
+    func check() throws {
+        // A sparse initializer is named by its values tensor.
+        let initializerNames = try uniqueNames(
+            graph.initializers.map(\.name) + graph.sparseInitializers.map { $0.values?.name },
+            what: "initializer", twice: "is defined twice")
+        let inputNames = try uniqueNames(graph.inputs.map(\.name), what: "input", twice: "is listed twice")
+        // An initializer may also be listed as an input (its default value).
+        var defined = initializerNames.union(inputNames)
+        var producedLater: [String: Int] = [:]
+        for (i, node) in graph.nodes.enumerated() {
+            for output in node.outputs where !output.isEmpty && producedLater[output] == nil {
+                producedLater[output] = i
+            }
+        }
+        let types = knownTensorTypes()
+        for (i, node) in graph.nodes.enumerated() {
+            for input in node.inputs where !input.isEmpty {
+                if defined.contains(input) || outer.contains(input) { continue }
+                if let later = producedLater[input], later >= i {
+                    throw ModelValidationError("\(nodeLabel(i)) reads '\(input)' before \(nodeLabel(later)) produces it: the graph has a cycle or is not in topological order")
+                }
+                throw ModelValidationError("\(nodeLabel(i)) reads '\(input)', which no node, input or initializer defines")
+            }
+            for sub in node.subgraphs {
+                try GraphValidator(graph: sub, path: "subgraph '\(sub.name ?? "?")' of \(nodeLabel(i))",
+                                   outer: outer.union(defined)).check()
+            }
+            if node.isDefaultDomain, let schema = OperatorSchema.known[node.opType] {
+                try checkSchema(schema, node: i, types: types)
+            }
+            for output in node.outputs where !output.isEmpty {
+                guard defined.insert(output).inserted else {
+                    throw ModelValidationError("value '\(output)' is defined twice in the \(path) (again by \(nodeLabel(i)))")
+                }
+            }
+        }
+        for v in graph.outputs {
+            let name = v.name ?? ""
+            guard !name.isEmpty else { throw ModelValidationError("an output of the \(path) has no name") }
+            guard defined.contains(name) || outer.contains(name) else {
+                throw ModelValidationError("output '\(name)' of the \(path) is not computed by any node, input or initializer")
+            }
+        }
+    }
+
+    /// The names as a set, or an error for a missing or repeated one.
+    func uniqueNames(_ names: [String?], what: String, twice: String) throws -> Set<String> {
+        var seen: Set<String> = []
+        for name in names {
+            guard let name, !name.isEmpty else { throw ModelValidationError("an \(what) of the \(path) has no name") }
+            guard seen.insert(name).inserted else { throw ModelValidationError("\(what) '\(name)' \(twice) in the \(path)") }
+        }
+        return seen
+    }
+
+    /// Element types of values whose type the file states: initializers and
+    /// typed graph inputs, outputs and value_info entries.
+    func knownTensorTypes() -> [String: DataType] {
+        var types: [String: DataType] = [:]
+        for v in graph.inputs + graph.valueInfo + graph.outputs {
+            if let name = v.name, let elem = v.type?.tensorType?.elementType { types[name] = elem }
+        }
+        for t in graph.initializers { if let name = t.name { types[name] = t.elementType } }
+        return types
+    }
+
+    func checkSchema(_ schema: OperatorSchema, node index: Int, types: [String: DataType]) throws {
+        let node = graph.nodes[index]
+        guard schema.inputs.contains(node.inputs.count) else {
+            let expected = schema.inputs.count == 1 ? "\(schema.inputs.lowerBound)"
+                : "\(schema.inputs.lowerBound) to \(schema.inputs.upperBound)"
+            throw ModelValidationError("\(nodeLabel(index)) has \(node.inputs.count) inputs; \(node.opType) takes \(expected)")
+        }
+        for attribute in node.attributes {
+            guard let name = attribute.name, let expected = schema.attributes[name] else { continue }
+            let actual = attribute.type ?? inferredKind(attribute)
+            guard actual == expected else {
+                throw ModelValidationError("\(nodeLabel(index)) has attribute '\(name)' of type \(kindName(actual)), but \(node.opType) needs \(kindName(expected))")
+            }
+        }
+        for slot in schema.floatInputs where slot < node.inputs.count && !node.inputs[slot].isEmpty {
+            let name = node.inputs[slot]
+            if let type = types[name], !type.isFoldableFloat {
+                throw ModelValidationError("\(nodeLabel(index)) input '\(name)' has element type \(type), but \(node.opType) needs float16, float, double or bfloat16")
+            }
+        }
+    }
+
+    /// For attributes written without `type` (very old files): the kind
+    /// implied by the one value field that is set.
+    func inferredKind(_ a: Attribute) -> Attribute.Kind? {
+        if a.f != nil { return .float }
+        if a.i != nil { return .int }
+        if a.s != nil { return .string }
+        if a.t != nil { return .tensor }
+        if a.g != nil { return .graph }
+        if !a.ints.isEmpty { return .ints }
+        if !a.floats.isEmpty { return .floats }
+        if !a.strings.isEmpty { return .strings }
+        return nil
+    }
+
+    func kindName(_ kind: Attribute.Kind?) -> String {
+        switch kind {
+        case .float?: "FLOAT"; case .int?: "INT"; case .string?: "STRING"; case .tensor?: "TENSOR"
+        case .graph?: "GRAPH"; case .floats?: "FLOATS"; case .ints?: "INTS"; case .strings?: "STRINGS"
+        case .tensors?: "TENSORS"; case .graphs?: "GRAPHS"; case .sparseTensor?: "SPARSE_TENSOR"
+        case .sparseTensors?: "SPARSE_TENSORS"; case .typeProto?: "TYPE_PROTO"; case .typeProtos?: "TYPE_PROTOS"
+        case .undefined?: "UNDEFINED"
+        case let other?: "type #\(other.rawValue)"
+        case nil: "none"
+        }
+    }
+}

@@ -1,0 +1,240 @@
+import Foundation
+import ONNXFile
+import Testing
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Hostile conditions while writing — a file size limit, a directory that
+/// cannot hold files, an interrupt — end with exit 2 or the signal's status,
+/// one line naming the file, and no output or temporary file left behind;
+/// and the input is never changed.
+@Suite struct NothingLostTests {
+    static let resnet = TestPaths.fixture("torch_resnet18.onnx")
+
+    // MARK: File size limit (ulimit -f): SIGXFSZ is ignored, the write fails with EFBIG.
+
+    /// `ulimit -f 100` is 50 or 100 KiB: more than the 17 KiB model file that
+    /// `--external-data external` writes, much less than the 2.7 MiB of data.
+    /// With `keep` (this fixture has no external data) the model file hits
+    /// the limit; with `external` the data file, written first, does.
+    @Test(arguments: [("keep", ""), ("external", ".data")])
+    func fileSizeLimit(mode: String, failingSuffix: String) throws {
+        let scratch = ScratchDirectory()
+        let out = scratch.file("fused.onnx")
+        let r = try runBnfold([Self.resnet, "-o", out, "--external-data", mode], fileSizeLimitBlocks: 100)
+        #expect(r.signal == nil, "killed by signal \(r.signal ?? 0)")
+        #expect(r.status == 2)
+        #expect(r.stdout.isEmpty)
+        #expect(r.stderrLines.count == 1, "\(r.stderr)")
+        #expect(r.stderr == "bnfold: error: \(out + failingSuffix): cannot write: file too large (a file size limit was hit)\n")
+        #expect(scratch.contents().isEmpty)
+    }
+
+    /// The data file is written in full, then the model hits the limit: both
+    /// temporary files are removed. The input is conv2d_bn_external (768
+    /// bytes of external data) with a 200 kB doc string, so its model file is
+    /// well past `ulimit -f 20` (10 or 20 KiB) and its data file well under.
+    @Test func fileSizeLimitAfterTheDataFile() throws {
+        let scratch = ScratchDirectory()
+        let input = scratch.file("big.onnx")
+        var model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn_external.onnx"))
+        model.docString = String(repeating: "bnfold ", count: 30_000)
+        _ = try ModelWriter.write(model, to: input)
+        let inputs = scratch.contents()
+        #expect(inputs == ["big.onnx", "big.onnx.data"])
+        let out = scratch.file("fused.onnx")
+        let r = try runBnfold([input, "-o", out], fileSizeLimitBlocks: 20)
+        #expect(r.signal == nil)
+        #expect(r.status == 2)
+        #expect(r.stderr == "bnfold: error: \(out): cannot write: file too large (a file size limit was hit)\n")
+        #expect(scratch.contents() == inputs)
+    }
+
+    // MARK: Directories that cannot hold the output.
+
+    @Test(arguments: ["conv2d_bn.onnx", "conv2d_bn_external.onnx"])
+    func directoryThatTakesNoFiles(_ fixture: String) throws {
+        let out = "/proc/bnfold-test-\(UUID().uuidString).onnx"
+        let r = try runBnfold([TestPaths.fixture(fixture), "-o", out])
+        #expect(r.status == 2)
+        #expect(r.stdout.isEmpty)
+        #expect(r.stderrLines.count == 1, "\(r.stderr)")
+        #expect(r.stderr.hasPrefix("bnfold: error: \(out)"))
+        #expect(r.stderr.hasSuffix(": cannot write: the directory '/proc' is not writable\n"))
+        let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { $0.contains("bnfold") }
+        #expect(leftovers.isEmpty)
+    }
+
+    @Test(arguments: ["o.onnx", "sub/o.onnx"])
+    func directoryComponentIsAFile(_ below: String) throws {
+        let scratch = ScratchDirectory()
+        let file = scratch.file("plain")
+        try Data("not a directory".utf8).write(to: URL(fileURLWithPath: file))
+        for fixture in ["conv2d_bn.onnx", "conv2d_bn_external.onnx"] {
+            let r = try runBnfold([TestPaths.fixture(fixture), "-o", file + "/" + below])
+            #expect(r.status == 2)
+            #expect(r.stderrLines.count == 1, "\(r.stderr)")
+            #expect(r.stderr.hasSuffix(": cannot write: '\(file)' is not a directory\n"), "\(r.stderr)")
+        }
+        #expect(scratch.contents() == ["plain"])
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == "not a directory")
+    }
+
+    @Test func outputIsADirectory() throws {
+        let scratch = ScratchDirectory()
+        try FileManager.default.createDirectory(atPath: scratch.file("dir"), withIntermediateDirectories: false)
+        for out in [scratch.file("dir"), scratch.file("dir") + "/"] {
+            let r = try runBnfold([TestPaths.fixture("conv2d_bn.onnx"), "-o", out])
+            #expect(r.status == 2)
+            #expect(r.stderr == "bnfold: error: \(out): cannot write: is a directory\n")
+        }
+        #expect(scratch.contents() == ["dir"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.file("dir")).isEmpty)
+    }
+
+    // MARK: Interrupted while writing: the temporary files go.
+
+    enum Interruption: String, CaseIterable, Sendable {
+        case interrupt, terminate, hangup
+
+        var signal: Int32 {
+            switch self {
+            case .interrupt: SIGINT
+            case .terminate: SIGTERM
+            case .hangup: SIGHUP
+            }
+        }
+
+        func send(to process: BackgroundProcess) {
+            switch self {
+            case .interrupt: process.process.interrupt()  // SIGINT
+            case .terminate: process.process.terminate()  // SIGTERM
+            case .hangup: process.send(SIGHUP)
+            }
+        }
+    }
+
+    static func temporaryFiles(in scratch: ScratchDirectory) -> [String] {
+        scratch.contents().filter { $0.hasPrefix(".") && $0.contains(".bnfold-tmp.") }
+    }
+
+    /// bnfold pauses (test hook) with both temporary files complete, the
+    /// signal arrives, and the directory is left empty.
+    @Test(arguments: Interruption.allCases)
+    func interruptRemovesTemporaryFiles(_ interruption: Interruption) throws {
+        let scratch = ScratchDirectory()
+        let bnfold = BackgroundProcess(bnfold: [Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
+                                       environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
+        try bnfold.start()
+        let bothThere = waitUntil(timeout: .seconds(120)) { Self.temporaryFiles(in: scratch).count == 2 }
+        #expect(bothThere, "temporary files: \(scratch.contents())")
+        interruption.send(to: bnfold)
+        let r = try bnfold.wait(timeout: .seconds(120))
+        #expect(r.signal == interruption.signal || (r.signal == nil && r.status == 128 + interruption.signal),
+                "status \(r.status), signal \(r.signal.map(String.init) ?? "none"), stderr: \(r.stderr)")
+        #expect(r.stdout.isEmpty)
+        #expect(scratch.contents().isEmpty)
+    }
+
+    /// Started with the signals blocked (as by a parent that spawns it from
+    /// a thread that blocks them), bnfold unblocks them and still cleans up.
+    @Test func inheritedBlockedSignalsAreUnblocked() throws {
+        let scratch = ScratchDirectory()
+        let bnfold = BackgroundProcess(bnfold: [Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
+                                       environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
+        try bnfold.start(blocking: [SIGINT, SIGTERM, SIGHUP])
+        #expect(waitUntil(timeout: .seconds(120)) { Self.temporaryFiles(in: scratch).count == 2 })
+        bnfold.process.terminate()
+        let r = try bnfold.wait(timeout: .seconds(120))
+        #expect(r.signal == SIGTERM, "status \(r.status), stderr: \(r.stderr)")
+        #expect(scratch.contents().isEmpty)
+    }
+
+    /// A signal ignored by whoever started bnfold (`nohup`, a shell's
+    /// background job) stays ignored: bnfold finishes and writes its output.
+    @Test func ignoredHangupIsNotCaught() throws {
+        let scratch = ScratchDirectory()
+        let bnfold = BackgroundProcess("/bin/sh", ["-c", "trap '' HUP && exec \"$0\" \"$@\"", TestPaths.bnfoldBinary,
+                                                   Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
+                                       environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "2000"])
+        try bnfold.start()
+        let bothThere = waitUntil(timeout: .seconds(120)) { Self.temporaryFiles(in: scratch).count == 2 }
+        #expect(bothThere)
+        bnfold.send(SIGHUP)
+        let r = try bnfold.wait(timeout: .seconds(120))
+        #expect(r.signal == nil)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(scratch.contents() == ["fused.onnx", "fused.onnx.data"])
+    }
+
+    /// A failed or interrupted write leaves an earlier output, and its data
+    /// file, exactly as they were.
+    @Test func previousOutputSurvivesAFailedWrite() throws {
+        let scratch = ScratchDirectory()
+        let out = scratch.file("fused.onnx")
+        let old = ["fused.onnx": Data("old model".utf8), "fused.onnx.data": Data("old data".utf8)]
+        for (name, bytes) in old { try bytes.write(to: URL(fileURLWithPath: scratch.file(name))) }
+        func unchanged() throws -> Bool {
+            try scratch.contents() == old.keys.sorted()
+                && old.allSatisfy { try Data(contentsOf: URL(fileURLWithPath: scratch.file($0.key))) == $0.value }
+        }
+
+        let limited = try runBnfold([Self.resnet, "-o", out, "--external-data", "external"], fileSizeLimitBlocks: 100)
+        #expect(limited.status == 2)
+        #expect(try unchanged())
+
+        let bnfold = BackgroundProcess(bnfold: [Self.resnet, "-o", out, "--external-data", "external"],
+                                       environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
+        try bnfold.start()
+        #expect(waitUntil(timeout: .seconds(120)) { Self.temporaryFiles(in: scratch).count == 2 })
+        bnfold.process.terminate()
+        let r = try bnfold.wait(timeout: .seconds(120))
+        #expect(r.signal == SIGTERM)
+        #expect(try unchanged())
+    }
+
+    // MARK: The input is never modified.
+
+    struct FileState: Equatable {
+        var bytes: Data
+        var mode: Int
+        var modified: Date?
+    }
+
+    /// Every file under Fixtures/ (hidden ones too), by relative path.
+    static func snapshotFixtures() throws -> [String: FileState] {
+        let manager = FileManager.default
+        var result: [String: FileState] = [:]
+        let root = TestPaths.fixtures.path
+        for relative in try manager.subpathsOfDirectory(atPath: root) {
+            let path = root + "/" + relative
+            let attributes = try manager.attributesOfItem(atPath: path)
+            guard attributes[.type] as? FileAttributeType == .typeRegular else { continue }
+            result[relative] = FileState(bytes: try Data(contentsOf: URL(fileURLWithPath: path)),
+                                         mode: (attributes[.posixPermissions] as? NSNumber)?.intValue ?? -1,
+                                         modified: attributes[.modificationDate] as? Date)
+        }
+        return result
+    }
+
+    @Test func foldingNeverModifiesTheInput() throws {
+        let good = try TestPaths.manifest().compactMap { $0["file"] as? String }.filter { !$0.hasPrefix("bad/") }
+        #expect(good.count > 30)
+        let before = try Self.snapshotFixtures()
+        let scratch = ScratchDirectory()
+        for name in good {
+            for mode in ["keep", "external"] {
+                let out = scratch.file(mode + "-" + name.replacingOccurrences(of: "/", with: "_"))
+                let r = try runBnfold([TestPaths.fixture(name), "-o", out, "--external-data", mode])
+                #expect(r.status == 0, "\(name) \(mode): \(r.stderr)")
+            }
+        }
+        let after = try Self.snapshotFixtures()
+        #expect(Set(after.keys) == Set(before.keys), "files appeared or disappeared in Fixtures/")
+        for (path, state) in before {
+            #expect(after[path] == state, "\(path) changed")
+        }
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import ONNXFile
+import GraphPasses
+import ONNXGraph
+
+/// Files built to hurt: each is a clean `ModelFileError`, never a crash or a
+/// big allocation.
+@Suite struct HostileInputTests {
+    @Test func sha1KnownAnswers() {
+        func hex(_ s: String) -> String { Array(s.utf8).withUnsafeBytes { SHA1.hex(of: $0) } }
+        #expect(hex("") == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
+        #expect(hex("abc") == "a9993e364706816aba3e25717850c26c9cd0d89d")
+        #expect(hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") == "84983e441c3bd26ebaae4aa1f95129e5e54670f1")
+        let million = [UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)
+        #expect(million.withUnsafeBytes { SHA1.hex(of: $0) } == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
+        // Fed in odd pieces, the same answer.
+        var hasher = SHA1()
+        million.withUnsafeBytes { raw in
+            var i = 0
+            var step = 1
+            while i < raw.count {
+                let n = min(step, raw.count - i)
+                hasher.update(UnsafeRawBufferPointer(rebasing: raw[i..<(i + n)]))
+                i += n
+                step = step * 3 % 1000 + 1
+            }
+        }
+        let digest = hasher.finish().map { String(format: "%02x", $0) }.joined()
+        #expect(digest == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
+    }
+
+    /// A 100-byte file claiming a huge tensor is rejected before anything is allocated.
+    @Test func hugeClaimedTensorIsRejectedCheaply() throws {
+        var model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn.onnx"))
+        var graph = try #require(model.graph)
+        // dims 1e5 x 1e6 floats = 400 GB, with 16 bytes of data.
+        graph.initializers[0].dims = [100_000, 1_000_000]
+        graph.initializers[0].rawData = ByteBuffer([UInt8](repeating: 0, count: 16))
+        model.graph = graph
+        let scratch = ScratchDirectory()
+        _ = try ModelWriter.write(model, to: scratch.file("huge.onnx"))
+        let size = try FileManager.default.attributesOfItem(atPath: scratch.file("huge.onnx"))[.size] as? Int ?? 0
+        #expect(size < 2000)
+        #expect(throws: ModelFileError.self) { try ModelReader.read(path: scratch.file("huge.onnx")) }
+        // Dimensions whose product overflows.
+        graph.initializers[0].dims = [Int64.max / 2, 4]
+        model.graph = graph
+        _ = try ModelWriter.write(model, to: scratch.file("overflow.onnx"))
+        do {
+            _ = try ModelReader.read(path: scratch.file("overflow.onnx"))
+            Issue.record("accepted a tensor whose size overflows")
+        } catch let e as ModelFileError {
+            #expect(e.problem.contains("invalid dimensions"))
+        }
+        // A negative dimension.
+        graph.initializers[0].dims = [-1, 4]
+        model.graph = graph
+        _ = try ModelWriter.write(model, to: scratch.file("negative.onnx"))
+        #expect(throws: ModelFileError.self) { try ModelReader.read(path: scratch.file("negative.onnx")) }
+    }
+
+    /// Builds a model with one external tensor whose data file is `data`,
+    /// with extra external_data entries, in `scratch`.
+    func externalModel(_ scratch: ScratchDirectory, extra: [StringPair], mutate: (inout Tensor) -> Void = { _ in })
+        throws -> String {
+        let model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn_external.onnx"))
+        _ = try ModelWriter.write(model, to: scratch.file("m.onnx"))
+        var written = try ModelReader.read(path: scratch.file("m.onnx"))
+        var graph = try #require(written.graph)
+        let i = try #require(graph.initializers.firstIndex { $0.location == .external })
+        graph.initializers[i].externalData += extra
+        mutate(&graph.initializers[i])
+        written.graph = graph
+        // Write the model message only, keeping the data file as it is: the
+        // tensor stays external with the entries given (`asIs` placement).
+        let arena = CArena()
+        let tree = try ProtoEncoder(arena: arena, placement: { _, _ in .asIs }).model(written)
+        let fd = open(scratch.file("hostile.onnx"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let sink = FileSink(fd: fd, displayName: "hostile.onnx")
+        try sink.pack(tree)
+        try sink.finish()
+        close(fd)
+        return scratch.file("hostile.onnx")
+    }
+
+    func problem(reading path: String) -> String? {
+        do { _ = try ModelReader.read(path: path); return nil } catch let e as ModelFileError { return e.problem } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func checksumMismatchIsRefusedAndMatchAccepted() throws {
+        let scratch = ScratchDirectory()
+        let bad = try externalModel(scratch, extra: [StringPair(key: "checksum", value: String(repeating: "0", count: 40))])
+        let message = try #require(problem(reading: bad))
+        #expect(message.contains("checksum mismatch"))
+        #expect(message.hasPrefix("tensor '"))
+        let data = try Data(contentsOf: URL(fileURLWithPath: scratch.file("m.onnx.data")))
+        let digest = data.withUnsafeBytes { SHA1.hex(of: $0) }
+        let good = try externalModel(scratch, extra: [StringPair(key: "checksum", value: digest.uppercased())])
+        #expect(problem(reading: good) == nil)
+    }
+
+    @Test func externalRangesPastTheEndAreRefused() throws {
+        let scratch = ScratchDirectory()
+        let path = try externalModel(scratch, extra: []) { tensor in
+            tensor.externalData = tensor.externalData.map { pair in
+                var p = pair
+                if p.key == "offset" { p.value = "999999999" }
+                return p
+            }
+        }
+        #expect(problem(reading: path)?.contains("past the end") == true)
+    }
+
+    @Test func externalTensorThatAlsoHoldsRawDataIsRefused() throws {
+        let scratch = ScratchDirectory()
+        let path = try externalModel(scratch, extra: []) { $0.rawData = ByteBuffer([1, 2, 3, 4]) }
+        #expect(problem(reading: path)?.contains("also holds data") == true)
+    }
+
+    @Test func negativeOrGarbageOffsetsAreRefused() throws {
+        let scratch = ScratchDirectory()
+        for value in ["-4", "12abc", "99999999999999999999999"] {
+            let path = try externalModel(scratch, extra: []) { tensor in
+                tensor.externalData = tensor.externalData.map { pair in
+                    var p = pair
+                    if p.key == "offset" { p.value = value }
+                    return p
+                }
+            }
+            #expect(problem(reading: path)?.contains("invalid offset") == true, "\(value)")
+        }
+    }
+
+    /// Inputs the fuzzer found: each must be read without crashing.
+    @Test func fuzzRegressionsDoNotCrash() throws {
+        let dir = TestPaths.root.appendingPathComponent("Fuzz/regressions")
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        for file in files.sorted() {
+            let data = try Data(contentsOf: dir.appendingPathComponent(file))
+            // The same steps as the fuzz target (Fuzz/FuzzReader/FuzzReader.swift).
+            data.withUnsafeBytes { raw in
+                guard var model = try? ModelReader.read(bytes: raw, name: "/nonexistent/\(file)"),
+                      (try? model.validate()) != nil else { return }
+                _ = try? PassManager(passes: BuiltinPasses.all).run(on: &model)
+                _ = try? ModelWriter.packedSize(model)
+            }
+        }
+    }
+}

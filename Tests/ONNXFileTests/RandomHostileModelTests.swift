@@ -1,0 +1,128 @@
+import Foundation
+import GraphPasses
+@testable import ONNXFile
+import ONNXGraph
+import Testing
+import TestSupport
+
+/// A structure-aware generator of hostile models: valid protobuf, built from
+/// the fixtures by random mutations (negative or enormous dimensions, data
+/// shorter than the shape, nonsense element types, attributes of the wrong
+/// type, cycles, duplicate and undefined names, unknown opsets, strange
+/// external locations). Every outcome must be a clean answer: the model is
+/// accepted, or rejected with an error bnfold reports as one line — never a
+/// crash, a trap or a hang. Seeded, so a failure names a reproducible case.
+@Suite struct RandomHostileModelTests {
+    static let fixtures = ["conv2d_bn.onnx", "torch_tiny_resnet.onnx", "subgraph_if.onnx", "conv2d_bn_fp16.onnx",
+                           "conv2d_bn_constant_nodes.onnx", "shared_weight_two_convs.onnx", "conv2d_bn_typed_data.onnx"]
+
+    struct Random {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
+        mutating func pick<T>(_ list: [T]) -> T { list[below(list.count)] }
+    }
+
+    static let strangeInts: [Int64] = [-1, 0, 1, 3, 7, 1 << 31, Int64.max, Int64.min, -(1 << 40), 1 << 40]
+
+    static func mutate(_ graph: inout Graph, model: inout Model, _ r: inout Random) {
+        let names = Array(graph.allNames) + ["", "nowhere", "../x", "/etc/passwd"]
+        switch r.below(12) {
+        case 0 where !graph.initializers.isEmpty:
+            let i = r.below(graph.initializers.count)
+            if !graph.initializers[i].dims.isEmpty {
+                graph.initializers[i].dims[r.below(graph.initializers[i].dims.count)] = r.pick(strangeInts)
+            } else {
+                graph.initializers[i].dims = [r.pick(strangeInts)]
+            }
+        case 1 where !graph.initializers.isEmpty:
+            let i = r.below(graph.initializers.count)
+            if let raw = graph.initializers[i].rawData {
+                graph.initializers[i].rawData = raw.slice(offset: 0, count: r.below(raw.count + 1))
+            }
+        case 2 where !graph.initializers.isEmpty:
+            graph.initializers[r.below(graph.initializers.count)].dataType = Int32(r.below(40)) - 5
+        case 3 where !graph.nodes.isEmpty:
+            let n = r.below(graph.nodes.count)
+            if !graph.nodes[n].inputs.isEmpty {
+                graph.nodes[n].inputs[r.below(graph.nodes[n].inputs.count)] = r.pick(names)
+            }
+        case 4 where !graph.nodes.isEmpty:
+            let n = r.below(graph.nodes.count)
+            if !graph.nodes[n].outputs.isEmpty {
+                graph.nodes[n].outputs[r.below(graph.nodes[n].outputs.count)] = r.pick(names)
+            }
+        case 5 where graph.nodes.count > 1:
+            graph.nodes.swapAt(r.below(graph.nodes.count), r.below(graph.nodes.count))
+        case 6 where !graph.nodes.isEmpty:
+            let n = r.below(graph.nodes.count)
+            if !graph.nodes[n].attributes.isEmpty {
+                let a = r.below(graph.nodes[n].attributes.count)
+                graph.nodes[n].attributes[a].type = Attribute.Kind(rawValue: Int32(r.below(16)))
+            }
+        case 7 where !graph.nodes.isEmpty:
+            graph.nodes[r.below(graph.nodes.count)].opType = r.pick(["Conv", "BatchNormalization", "Relu", "If", "X"])
+        case 8 where !graph.nodes.isEmpty:
+            graph.nodes.append(graph.nodes[r.below(graph.nodes.count)])
+        case 9:
+            if !model.opsetImports.isEmpty { model.opsetImports[0].version = r.pick(strangeInts) }
+        case 10 where !graph.initializers.isEmpty:
+            let i = r.below(graph.initializers.count)
+            graph.initializers[i].dataLocation = 1
+            graph.initializers[i].rawData = nil
+            graph.initializers[i].externalData = [
+                StringPair(key: "location", value: r.pick(["x.bin", "../x.bin", "/etc/passwd", "", "a/../../b"])),
+                StringPair(key: "offset", value: r.pick(["0", "-1", "99999999999", "abc"])),
+            ]
+        case 11 where !graph.nodes.isEmpty:
+            let n = r.below(graph.nodes.count)
+            graph.nodes[n].attributes.append(.float(r.pick(["epsilon", "group", "strides", "training_mode"]), 0.5))
+        default:
+            graph.outputs.append(ValueInfo(name: r.pick(names)))
+        }
+    }
+
+    @Test func randomHostileModelsGetCleanAnswers() throws {
+        let scratch = ScratchDirectory()
+        var r = Random(state: 20261121)
+        var accepted = 0, rejected = 0
+        for round in 0..<300 {
+            let fixture = r.pick(Self.fixtures)
+            var model = try ModelReader.read(path: TestPaths.fixture(fixture))
+            var graph = try #require(model.graph)
+            for _ in 0..<(1 + r.below(3)) { Self.mutate(&graph, model: &model, &r) }
+            model.graph = graph
+            let path = scratch.file("case-\(round).onnx")
+            do {
+                _ = try ModelWriter.write(model, to: path)
+            } catch is ModelFileError {
+                continue  // e.g. the mutation made a tensor's data unreadable: nothing to test
+            }
+            do {
+                var back = try ModelReader.read(path: path)
+                try back.validate()
+                _ = try PassManager(passes: BuiltinPasses.all).run(on: &back)
+                _ = try ModelWriter.packedSize(back)
+                accepted += 1
+            } catch is ModelFileError {
+                rejected += 1
+            } catch is ModelValidationError {
+                rejected += 1
+            } catch is PassError {
+                rejected += 1
+            } catch {
+                Issue.record("round \(round) (\(fixture)): unexpected error \(type(of: error)): \(error)")
+            }
+            try? FileManager.default.removeItem(atPath: path)
+        }
+        // The generator must really produce both kinds.
+        #expect(rejected > 50)
+        #expect(accepted > 10)
+    }
+}
