@@ -21,6 +21,9 @@ final class FileSink {
     private let capacity = 1 << 20
     /// First write error (errno); once set, further writes are skipped.
     private var failure: Int32 = 0
+    /// When set, every byte written is also hashed (for external data
+    /// `checksum` entries).
+    var hasher: SHA1?
 
     init(fd: Int32, displayName: String) {
         self.fd = fd
@@ -36,6 +39,7 @@ final class FileSink {
             stream(produced.producer, offset: produced.offset, count: count)
             return
         }
+        hasher?.update(UnsafeRawBufferPointer(start: data, count: count))
         if count >= FileSink.kernelCopyMinimum, let source = MappedFiles.locate(data, count: count) {
             // Unchanged bytes of a mapped input file: copy them in the kernel,
             // page cache to page cache, without faulting the mapping in.
@@ -140,6 +144,7 @@ final class FileSink {
         while done < count && failure == 0 {
             let n = min(capacity, count - done)
             producer.produce(offset: offset + done, into: UnsafeMutableRawBufferPointer(start: buffer, count: n))
+            hasher?.update(UnsafeRawBufferPointer(start: buffer, count: n))
             writeAll(buffer, n)
             done += n
         }

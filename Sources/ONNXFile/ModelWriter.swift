@@ -72,21 +72,23 @@ public enum ModelWriter {
         var attempts: [(mode: ExternalDataMode, forceAll: Bool)] = [(options.externalData, false)]
         if options.externalData != .external { attempts.append((.external, false)) }
         attempts.append((.external, true))
-        var built: (plan: DataPlan, arena: CArena, tree: UnsafeMutablePointer<Onnx__ModelProto>, attempt: Int)?
+        var built: (plan: DataPlan, arena: CArena, tree: UnsafeMutablePointer<Onnx__ModelProto>, checksums: ChecksumSlots,
+                    attempt: Int)?
         var size = 0
         for (i, attempt) in attempts.enumerated() {
             let plan = DataPlan(mode: attempt.mode, forceAll: attempt.forceAll, fileName: dataName,
                                 threshold: options.externalThreshold, alignment: options.externalAlignment,
                                 modelFile: path)
             let arena = CArena()
-            let tree = try ProtoEncoder(arena: arena, placement: plan.place).model(model)
+            let checksums = ChecksumSlots()
+            let tree = try ProtoEncoder(arena: arena, placement: plan.place, checksums: checksums).model(model)
             size = onnx__model_proto__get_packed_size(tree)
             if size <= options.protobufSizeLimit {
-                built = (plan, arena, tree, i)
+                built = (plan, arena, tree, checksums, i)
                 break
             }
         }
-        guard let (plan, arena, tree, attempt) = built else {
+        guard let (plan, arena, tree, checksums, attempt) = built else {
             throw ModelFileError(
                 file: path,
                 "cannot be written: even with all tensor data external the model needs \(size) bytes, over protobuf's limit of \(options.protobufSizeLimit)")
@@ -102,11 +104,16 @@ public enum ModelWriter {
             let dataDisplayName = path.lastIndex(of: "/").map { String(path[...$0]) + dataName } ?? dataName
             let dataTemp = try temps.create(near: dataPath, displayName: dataDisplayName)
             let sink = FileSink(fd: dataTemp.fd, displayName: dataDisplayName)
+            if !checksums.slots.isEmpty { sink.hasher = SHA1() }
             for entry in plan.entries {
                 try sink.pad(to: entry.offset)
                 try sink.write(entry.bytes)
             }
             try sink.finish()
+            if var hasher = sink.hasher {
+                // The input's tensors carried checksums: give the new file's.
+                checksums.fill(with: hasher.finishHex())
+            }
             dataBytes = sink.written
         }
         let modelTemp = try temps.create(near: path, displayName: path)

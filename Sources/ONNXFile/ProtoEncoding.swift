@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CONNX
 import ONNXGraph
 
@@ -21,6 +24,9 @@ struct ProtoEncoder {
     let arena: CArena
     /// Called for every tensor; `isInitializer` is true for graph initializers.
     let placement: (Tensor, _ isInitializer: Bool) throws -> TensorPlacement
+    /// Where to record the `checksum` values of relocated external tensors,
+    /// which can only be filled in once the data file is written.
+    var checksums: ChecksumSlots? = nil
 
     func pairs(_ list: [StringPair]) -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<Onnx__StringStringEntryProto>?>?) {
         arena.messages(list) { pair in
@@ -339,6 +345,14 @@ struct ProtoEncoder {
         case .external(let location, let offset, let length):
             (t.pointee.n_external_data, t.pointee.external_data) =
                 pairs(rewrittenExternalEntries(tensor.externalData, location: location, offset: offset, length: length))
+            if let checksums {
+                for i in 0..<t.pointee.n_external_data {
+                    if let entry = t.pointee.external_data[i], let key = entry.pointee.key, String(cString: key) == "checksum",
+                       let value = entry.pointee.value {
+                        checksums.slots.append(value)
+                    }
+                }
+            }
             t.pointee.has_data_location = 1
             t.pointee.data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL
         }
@@ -346,8 +360,9 @@ struct ProtoEncoder {
     }
 
     /// The tensor's external_data entries pointing at the new place. Other
-    /// keys keep their order; `checksum` is dropped because it described the
-    /// old file.
+    /// keys keep their order. A `checksum` gets a placeholder of the right
+    /// length when the writer can fill in the new file's digest
+    /// (``checksums`` is set), and is dropped otherwise.
     func rewrittenExternalEntries(_ old: [StringPair], location: String, offset: Int, length: Int) -> [StringPair] {
         var out: [StringPair] = []
         var seen: Set<String> = []
@@ -356,7 +371,9 @@ struct ProtoEncoder {
             case "location": pair.value = location
             case "offset": pair.value = String(offset)
             case "length": pair.value = String(length)
-            case "checksum": continue
+            case "checksum":
+                guard checksums != nil else { continue }
+                pair.value = ChecksumSlots.placeholder
             default: break
             }
             if let k = pair.key { seen.insert(k) }
@@ -375,5 +392,20 @@ struct ProtoEncoder {
         (s.pointee.n_dims, s.pointee.dims) = arena.scalars(sparse.dims)
         arena.attach(sparse.unknownFields, to: &s.pointee.base)
         return s
+    }
+}
+
+/// The C strings of `checksum` entries written as placeholders; the writer
+/// overwrites them in place with the data file's SHA-1 (40 hex digits, the
+/// same length, so the packed size does not change).
+final class ChecksumSlots {
+    static let placeholder = String(repeating: "0", count: 40)
+    var slots: [UnsafeMutablePointer<CChar>] = []
+
+    func fill(with digest: String) {
+        precondition(digest.utf8.count == 40, "SHA-1 digests have 40 hex digits")
+        for slot in slots {
+            digest.utf8CString.withUnsafeBufferPointer { _ = memcpy(slot, $0.baseAddress!, 40) }
+        }
     }
 }

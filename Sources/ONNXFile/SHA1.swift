@@ -15,10 +15,12 @@ struct SHA1 {
     static func hex(of bytes: UnsafeRawBufferPointer) -> String {
         var hasher = SHA1()
         hasher.update(bytes)
-        return hasher.finish().map { byte in
-            let s = String(byte, radix: 16)
-            return byte < 16 ? "0" + s : s
-        }.joined()
+        return hasher.finishHex()
+    }
+
+    /// The digest as 40 lowercase hex digits.
+    mutating func finishHex() -> String {
+        finish().map { byte in (byte < 16 ? "0" : "") + String(byte, radix: 16) }.joined()
     }
 
     mutating func update(_ bytes: UnsafeRawBufferPointer) {

@@ -103,6 +103,27 @@ import ONNXGraph
         #expect(problem(reading: good) == nil)
     }
 
+    /// A model whose external data carried a checksum is written with the
+    /// checksum of the new data file (keep mode), so it stays verifiable.
+    @Test func checksumIsRewrittenForTheNewDataFile() throws {
+        let scratch = ScratchDirectory()
+        // externalModel writes m.onnx.data; a model with its correct checksum:
+        _ = try externalModel(scratch, extra: [])
+        let written = try Data(contentsOf: URL(fileURLWithPath: scratch.file("m.onnx.data")))
+        let checked = try externalModel(scratch, extra: [StringPair(key: "checksum", value: written.withUnsafeBytes { SHA1.hex(of: $0) })])
+        var model = try ModelReader.read(path: checked)
+        _ = try PassManager(passes: BuiltinPasses.all).run(on: &model)
+        _ = try ModelWriter.write(model, to: scratch.file("folded.onnx"))
+        // Reading verifies the checksum; and it is the new file's digest.
+        let back = try ModelReader.read(path: scratch.file("folded.onnx"))
+        let newData = try Data(contentsOf: URL(fileURLWithPath: scratch.file("folded.onnx.data")))
+        let expected = newData.withUnsafeBytes { SHA1.hex(of: $0) }
+        let sums = back.graph!.initializers.compactMap { t in t.externalData.first { $0.key == "checksum" }?.value }
+        #expect(sums.count == 1)
+        #expect(sums.allSatisfy { $0 == expected })
+        #expect(newData != written)  // the fold changed the weights, so the digest had to change
+    }
+
     @Test func externalRangesPastTheEndAreRefused() throws {
         let scratch = ScratchDirectory()
         let path = try externalModel(scratch, extra: []) { tensor in
