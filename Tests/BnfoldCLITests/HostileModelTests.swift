@@ -72,4 +72,25 @@ import TestSupport
         }
         #expect(scratch.contents() == ["hostile.onnx"])
     }
+
+    /// A 1.2 KB file claiming a 400 GB tensor: rejected under a 1 GiB
+    /// address-space limit, so nothing near the claimed size was ever
+    /// allocated. (Skipped for the AddressSanitizer build, whose shadow
+    /// memory needs terabytes of address space.)
+    @Test func hugeClaimIsRejectedWithinAMemoryLimit() throws {
+        guard !TestPaths.bnfoldBinary.contains(".build-asan") else { return }
+        let scratch = ScratchDirectory()
+        var model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn.onnx"))
+        var graph = try #require(model.graph)
+        graph.initializers[0].dims = [100_000, 1_000_000]
+        model.graph = graph
+        let input = scratch.file("claims-400GB.onnx")
+        _ = try ModelWriter.write(model, to: input)
+        let r = try runCommand("/bin/sh", ["-c", "ulimit -v 1048576 && exec \"$0\" \"$@\"", TestPaths.bnfoldBinary,
+                                           input, "-o", scratch.file("out.onnx")])
+        #expect(r.status == 2)
+        #expect(r.stderrLines.count == 1)
+        #expect(r.stderr.contains("needs 400000000000"), "\(r.stderr)")
+        #expect(scratch.contents() == ["claims-400GB.onnx"])
+    }
 }
