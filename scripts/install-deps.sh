@@ -4,7 +4,7 @@
 # when everything is there).
 set -euo pipefail
 
-packages=(libprotobuf-c-dev pkg-config)
+packages=(libprotobuf-c-dev libopenblas-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -79,12 +79,18 @@ struct Fold: ParsableCommand {
             }
             let afterPasses = clock.now
             let after = model.graph.map(GraphCensus.init) ?? GraphCensus()
+            // The input and its data files must survive whatever -o says.
+            let inputDataFiles = ModelReader.externalDataFiles(of: model, modelPath: input)
+            if let clash = inputDataFiles.first(where: { sameFile($0, output) }) {
+                throw ModelFileError(file: output, "is an external data file of the input model ('\(clash)')")
+            }
             var options = WriteOptions(externalData: externalData)
             options.externalThreshold = 1024
+            options.protectedFiles = [input] + inputDataFiles
             let written = try ModelWriter.write(model, to: output, options: options)
             let end = clock.now
 
-            let report = FoldReport(
+            var report = FoldReport(
                 input: input, output: output,
                 passes: manager.passes.map(\.name),
                 nodesBefore: before.nodes, nodesAfter: after.nodes,
@@ -98,6 +104,13 @@ struct Fold: ParsableCommand {
                                switchedToExternalData: written.switchedToExternalData),
                 seconds: .init(read: seconds(afterRead - start), passes: seconds(afterPasses - afterRead),
                                write: seconds(end - afterPasses), total: seconds(end - start)))
+            if written.switchedToExternalData {
+                report.notes.append("the model would exceed protobuf's 2 GiB limit, so tensor data was written as external data")
+            }
+            let defaultDataName = output.split(separator: "/").last.map(String.init).map { $0 + ".data" }
+            if let dataFile = written.externalDataFile, dataFile != defaultDataName {
+                report.notes.append("'\(defaultDataName ?? "")' holds the input model's data, so the output's data went to '\(dataFile)'")
+            }
             if json {
                 print(report.json())
             } else {

@@ -49,6 +49,8 @@ struct FoldReport: Encodable {
     var iterations: Int
     var written: Written
     var seconds: Seconds
+    /// Things the user should know about the output (one sentence each).
+    var notes: [String] = []
 
     init(input: String, output: String, passes: [String], nodesBefore: Int, nodesAfter: Int,
          batchNorm: BatchNormCounts, remarks: [Remark], iterations: Int, written: Written, seconds: Seconds) {
@@ -78,9 +80,7 @@ struct FoldReport: Encodable {
             out += " + \(file) (\(written.externalTensors) tensors, \(formatBytes(written.externalDataBytes)))"
         }
         out += "\n"
-        if written.switchedToExternalData {
-            out += "  note: the model would exceed protobuf's 2 GiB limit, so tensor data was written as external data\n"
-        }
+        for note in notes { out += "  note: \(note)\n" }
         out += String(format: "  time: %.3f s (read %.3f, passes %.3f, write %.3f)\n",
                       seconds.total, seconds.read, seconds.passes, seconds.write)
         return out

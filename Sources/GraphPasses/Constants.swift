@@ -57,6 +57,16 @@ extension Graph {
     /// The tensor a `Constant` node produces, for the numeric forms of its value.
     static func constantNodeTensor(_ node: Node) -> Tensor? {
         guard let a = node.attributes.first, node.attributes.count == 1, let name = a.name else { return nil }
+        // Runtimes pick the value by the attribute's type, not its name: a
+        // file where the two disagree (or that sets several value fields) is
+        // not read as a constant at all.
+        let expected: Attribute.Kind? = ["value": .tensor, "value_float": .float, "value_floats": .floats,
+                                         "value_int": .int, "value_ints": .ints][name]
+        guard let expected, a.type == expected || a.type == nil else { return nil }
+        let fieldsSet = [a.f != nil, a.i != nil, a.s != nil, a.t != nil, a.g != nil, a.sparseTensor != nil, a.tp != nil,
+                         !a.floats.isEmpty, !a.ints.isEmpty, !a.strings.isEmpty, !a.tensors.isEmpty, !a.graphs.isEmpty,
+                         !a.sparseTensors.isEmpty, !a.typeProtos.isEmpty].filter { $0 }.count
+        guard fieldsSet <= 1 else { return nil }
         switch name {
         case "value":
             guard let t = a.t, t.elementType != .string else { return nil }

@@ -18,52 +18,89 @@ import ONNXGraph
 /// never copied, and pages of a tensor a pass replaced are given back (see
 /// ``MappedSlice``).
 ///
-/// Anything unusual — malformed wire data, nesting deeper than
-/// ``maxDepth``, a tensor that repeats `raw_data`, or an input that already
-/// uses the marker's field number — makes `compact` return nil, and the
-/// reader falls back to a plain unpack (which also diagnoses the error).
+/// The walk covers every message kind that can nest (graphs, nodes,
+/// attributes, tensors, value infos and types), so it is also where nesting
+/// is bounded: deeper than ``maxDepth`` is an error, before protobuf-c or
+/// the decoder recurse (a few kilobytes of nested types would otherwise
+/// overflow the stack). Malformed wire data is an error too (protobuf-c
+/// would refuse it as well). Inputs that are valid but unusual — one that
+/// already uses the marker's field number, or repeats a singular field that
+/// holds tensors (protobuf merges the two copies, which would lose a
+/// marker) — are walked to the end and then read by a plain unpack.
 struct Compaction {
     /// Field number of the marker. The largest legal protobuf field number,
     /// far beyond anything ONNX defines.
     static let markerField: UInt64 = 536_870_911
     /// raw_data payloads at least this long are left in the file.
     static let threshold = 1024
-    static let maxDepth = 64
+    static let maxDepth = 100
 
     /// The small message to unpack.
     var bytes: [UInt8] = []
     /// Offset and length in the file of each stripped payload, by marker index.
     var slices: [(offset: Int, length: Int)] = []
 
-    private enum Kind { case model, graph, node, attribute, tensor, sparseTensor, function, trainingInfo }
+    private enum Kind {
+        case model, graph, node, attribute, tensor, sparseTensor, function, trainingInfo
+        case valueInfo, typeProto, typeWrapper
+    }
 
-    /// Where TensorProto can occur: message kind → field number → child kind.
+    /// Where nested messages are: message kind → field number → child kind.
+    /// `typeWrapper` stands for TypeProto's Sequence, Map and Optional, whose
+    /// element types are at fields 1 and 2.
     private static let children: [Kind: [UInt64: Kind]] = [
         .model: [7: .graph, 20: .trainingInfo, 25: .function],
         .trainingInfo: [1: .graph, 2: .graph],
-        .function: [7: .node, 11: .attribute],
-        .graph: [1: .node, 5: .tensor, 15: .sparseTensor],
+        .function: [7: .node, 11: .attribute, 12: .valueInfo],
+        .graph: [1: .node, 5: .tensor, 15: .sparseTensor, 11: .valueInfo, 12: .valueInfo, 13: .valueInfo],
         .node: [5: .attribute],
-        .attribute: [5: .tensor, 6: .graph, 10: .tensor, 11: .graph, 22: .sparseTensor, 23: .sparseTensor],
+        .attribute: [5: .tensor, 6: .graph, 10: .tensor, 11: .graph, 22: .sparseTensor, 23: .sparseTensor,
+                     14: .typeProto, 15: .typeProto],
         .sparseTensor: [1: .tensor, 2: .tensor],
+        .valueInfo: [2: .typeProto],
+        .typeProto: [4: .typeWrapper, 5: .typeWrapper, 9: .typeWrapper],
+        .typeWrapper: [1: .typeProto, 2: .typeProto],
+    ]
+
+    /// Singular message fields that lead to tensors: if one occurs twice,
+    /// protobuf merges the copies and keeps only the later copy's unknown
+    /// fields (a marker in the earlier one would be lost).
+    private static let singularTensorCarriers: [Kind: Set<UInt64>] = [
+        .model: [7], .trainingInfo: [1, 2], .attribute: [5, 6, 22], .sparseTensor: [1, 2],
     ]
 
     private struct Malformed: Error {}
+    /// Nesting beyond ``maxDepth``.
+    struct TooDeep: Error {}
 
-    /// Compacts the model in `file`, or returns nil when the plain path should be used.
-    static func compact(_ file: UnsafeRawBufferPointer) -> Compaction? {
-        var c = Compaction()
-        c.bytes.reserveCapacity(min(file.count, 1 << 20))
-        do {
-            var out: [UInt8] = []
-            out.reserveCapacity(min(file.count, 1 << 20))
-            try c.message(file, 0..<file.count, .model, depth: 0, into: &out)
-            c.bytes = out
-        } catch {
-            return nil
-        }
-        return c
+    enum Outcome {
+        case compacted(Compaction)
+        /// Valid, but to be read by a plain unpack.
+        case usePlainUnpack
+        /// Malformed wire data (protobuf-c would refuse it too).
+        case malformed
+        case tooDeep
     }
+
+    /// Compacts the model in `file`.
+    static func compact(_ file: UnsafeRawBufferPointer) -> Outcome {
+        var c = Compaction()
+        var out: [UInt8] = []
+        out.reserveCapacity(min(file.count, 1 << 20))
+        do {
+            try c.message(file, 0..<file.count, .model, depth: 0, into: &out)
+        } catch is TooDeep {
+            return .tooDeep
+        } catch {
+            return .malformed
+        }
+        if c.plainUnpackNeeded { return .usePlainUnpack }
+        c.bytes = out
+        return .compacted(c)
+    }
+
+    /// Set by the walk for valid inputs the marker scheme cannot handle.
+    private var plainUnpackNeeded = false
 
     private struct Field {
         var number: UInt64
@@ -113,12 +150,15 @@ struct Compaction {
 
     private mutating func message(_ file: UnsafeRawBufferPointer, _ range: Range<Int>, _ kind: Kind,
                                   depth: Int, into out: inout [UInt8]) throws {
-        guard depth < Self.maxDepth else { throw Malformed() }
+        guard depth < Self.maxDepth else { throw TooDeep() }
         let list = try Self.fields(file, range)
         var stripRawData = false
         if kind == .tensor {
-            guard !list.contains(where: { $0.number == Self.markerField }) else { throw Malformed() }
+            if list.contains(where: { $0.number == Self.markerField }) { plainUnpackNeeded = true }
             stripRawData = list.filter { $0.number == 9 }.count == 1
+        }
+        if let singular = Self.singularTensorCarriers[kind] {
+            for number in singular where list.filter({ $0.number == number }).count > 1 { plainUnpackNeeded = true }
         }
         let childKinds = Self.children[kind] ?? [:]
         for field in list {

@@ -85,14 +85,17 @@ final class ExternalDataResolver {
             throw fail("file '\(location)' is not a regular file")
         }
         let fileSize = Int(st.st_size)
-        let count = tensor.elementCount ?? 0
+        guard let count = tensor.elementCount else { throw fail("belongs to a tensor with invalid dimensions \(tensor.dims)") }
         let expected = tensor.elementType.byteCount(elements: count)
+        if tensor.elementType.bitWidth != nil && expected == nil {
+            throw fail("belongs to a tensor whose size in bytes does not fit in memory")
+        }
         let size = length ?? expected ?? (fileSize - offset)
         if let expected, size != expected {
             throw fail("length \(size) does not match its shape \(tensor.dims) of \(tensor.elementType), which needs \(expected) bytes")
         }
         guard offset <= fileSize, size <= fileSize - offset else {
-            throw fail("range \(offset)..<\(offset + size) lies past the end of '\(location)' (\(fileSize) bytes)")
+            throw fail("of \(size) bytes at offset \(offset) lies past the end of '\(location)' (\(fileSize) bytes)")
         }
         if let checksum {
             let actual = try digest(of: real, location: location)

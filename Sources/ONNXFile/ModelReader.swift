@@ -63,16 +63,20 @@ public enum ModelReader {
         // `bytes` (no copy). Fallback: unpack the bytes as they are.
         var slices: [ByteBuffer]?
         var unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
-        if let compaction = Compaction.compact(bytes) {
+        switch Compaction.compact(bytes) {
+        case .compacted(let compaction):
             unpacked = compaction.bytes.withUnsafeBufferPointer {
                 onnx__model_proto__unpack(nil, $0.count, $0.baseAddress)
             }
             if unpacked != nil {
                 slices = compaction.slices.map { payload($0.offset, $0.length) }
             }
-        }
-        if unpacked == nil {
+        case .usePlainUnpack:
             unpacked = onnx__model_proto__unpack(nil, bytes.count, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        case .malformed:
+            break  // diagnosed below
+        case .tooDeep:
+            throw ModelFileError(file: path, "nests messages more than \(Compaction.maxDepth) levels deep (graphs inside attributes, or types inside types); bnfold refuses it rather than risk running out of stack")
         }
         guard let unpacked else {
             throw ModelFileError(file: path, WireScan.diagnose(bytes))

@@ -35,6 +35,11 @@ public struct WriteOptions: Sendable {
     /// onnx package writes) keeps a round trip's offsets equal to the input's
     /// when the input was laid out the same way; raise it for page-aligned data.
     public var externalAlignment = 1
+    /// Files that must not be replaced, typically the input model's own
+    /// external data files: if the data file name would be one of them, the
+    /// writer picks a free name instead (`OUT-1.data`, …), so that writing
+    /// can never change the model the data was read from.
+    public var protectedFiles: [String] = []
 
     public init(externalData: ExternalDataMode = .keep) { self.externalData = externalData }
 }
@@ -64,7 +69,8 @@ public struct WriteSummary: Sendable {
 public enum ModelWriter {
     public static func write(_ model: Model, to path: String, options: WriteOptions = WriteOptions()) throws -> WriteSummary {
         let directory = parentDirectory(of: path)
-        let dataName = options.externalDataFileName ?? baseName(of: path) + ".data"
+        let dataName = availableDataName(options.externalDataFileName ?? baseName(of: path) + ".data",
+                                         directory: parentDirectory(of: path), protected: options.protectedFiles)
 
         // Plan: place every tensor, build the message tree, measure it. If it
         // is over the limit, move initializers to external data, then
@@ -148,6 +154,23 @@ public enum ModelWriter {
 }
 
 extension ModelWriter {
+    /// `name` unless a file of that name in `directory` is one of the
+    /// protected files; then the first free `stem-N.ext`.
+    static func availableDataName(_ name: String, directory: String, protected: [String]) -> String {
+        let protectedIDs = Set(protected.compactMap(fileIdentity))
+        func isProtected(_ candidate: String) -> Bool {
+            fileIdentity(directory + "/" + candidate).map(protectedIDs.contains) ?? false
+        }
+        guard isProtected(name) else { return name }
+        let (stem, ext) = name.lastIndex(of: ".").map { (String(name[..<$0]), String(name[$0...])) } ?? (name, "")
+        var n = 1
+        while true {
+            let candidate = "\(stem)-\(n)\(ext)"
+            if !isProtected(candidate) && fileIdentity(directory + "/" + candidate) == nil { return candidate }
+            n += 1
+        }
+    }
+
     /// Bytes the model would take as one protobuf message with every tensor
     /// where it is now (what `--external-data keep` would write, before the
     /// 2 GiB switch). Builds the message tree without writing anything.
@@ -213,5 +236,54 @@ final class DataPlan {
         do { return try tensor.dataBytes() } catch let e as TensorDataError {
             throw ModelFileError(file: modelFile, "cannot write \(e)")
         }
+    }
+}
+
+/// Device and inode of an existing file (symlinks followed), nil if there is none.
+struct FileIdentity: Hashable {
+    let device: UInt64
+    let inode: UInt64
+}
+
+func fileIdentity(_ path: String) -> FileIdentity? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    return FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+}
+
+extension ModelReader {
+    /// The external data files a model read from `modelPath` refers to
+    /// (every tensor with `data_location = EXTERNAL`, in graphs, subgraphs,
+    /// attributes and functions), as paths next to the model.
+    public static func externalDataFiles(of model: Model, modelPath: String) -> [String] {
+        var locations: Set<String> = []
+        func visit(_ tensor: Tensor) {
+            if tensor.location == .external, let location = tensor.externalData.first(where: { $0.key == "location" })?.value {
+                locations.insert(location)
+            }
+        }
+        func visit(_ sparse: SparseTensor) {
+            sparse.values.map(visit)
+            sparse.indices.map(visit)
+        }
+        func visit(_ nodes: [Node]) {
+            for node in nodes {
+                for a in node.attributes {
+                    a.t.map(visit); a.tensors.forEach(visit)
+                    a.sparseTensor.map(visit); a.sparseTensors.forEach(visit)
+                    a.g.map(visit); a.graphs.forEach(visit)
+                }
+            }
+        }
+        func visit(_ graph: Graph) {
+            graph.initializers.forEach(visit)
+            graph.sparseInitializers.forEach(visit)
+            visit(graph.nodes)
+        }
+        model.graph.map(visit)
+        model.functions.forEach { visit($0.nodes) }
+        model.trainingInfo.forEach { info in info.initialization.map(visit); info.algorithm.map(visit) }
+        let directory = parentDirectory(of: modelPath)
+        return locations.sorted().map { directory + "/" + $0 }
     }
 }

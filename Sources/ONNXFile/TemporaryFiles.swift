@@ -187,6 +187,13 @@ public enum SignalCleanup {
         // it deaf to SIGTERM. The signals caught here are unblocked.
         pthread_sigmask(SIG_UNBLOCK, &caught, nil)
         signal(SIGXFSZ, SIG_IGN)
+        // A crash (a bug, or an input file truncated under us: SIGBUS) must
+        // not leave temporary files behind either. The handler removes them
+        // and re-raises with the default action, so the crash itself is
+        // reported as before (minus the Swift backtrace).
+        for sig in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT] {
+            signal(sig, handler)
+        }
     }
 
     private static func isIgnored(_ sig: Int32) -> Bool {

@@ -25,6 +25,9 @@ enum TensorValidation {
             return  // the rest is checked by ExternalDataResolver
         }
         if let raw = tensor.rawData {
+            if type.bitWidth != nil && type.byteCount(elements: count) == nil {
+                throw fail("has dimensions \(tensor.dims) whose size in bytes does not fit in memory")
+            }
             if let expected = type.byteCount(elements: count), raw.count != expected {
                 throw fail("has \(raw.count) bytes of raw_data but its shape \(tensor.dims) of \(type) needs \(expected)")
             }
@@ -46,8 +49,9 @@ enum TensorValidation {
             // Two 4-bit elements per int32 entry.
             typedCount = nil
             let entries = tensor.int32Data.count / 4
-            if entries != (count + 1) / 2 {
-                throw fail("has \(entries) int32_data entries but its shape \(tensor.dims) of \(type) needs \((count + 1) / 2)")
+            let needed = count / 2 + count % 2
+            if entries != needed {
+                throw fail("has \(entries) int32_data entries but its shape \(tensor.dims) of \(type) needs \(needed)")
             }
         default:
             typedCount = nil  // unknown type: carried through as it is

@@ -58,7 +58,7 @@ public struct DataType: RawRepresentable, Hashable, Sendable, CustomStringConver
     public func byteCount(elements count: Int) -> Int? {
         guard let bits = bitWidth, count >= 0 else { return nil }
         let (product, overflow) = count.multipliedReportingOverflow(by: bits)
-        return overflow ? nil : (product + 7) / 8
+        return overflow ? nil : product / 8 + (product % 8 == 0 ? 0 : 1)
     }
 
     /// The floating-point types bnfold can fold: arithmetic is done in Double

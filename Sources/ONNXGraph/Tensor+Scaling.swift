@@ -125,13 +125,18 @@ extension Tensor {
     private static func scaleHalfWidth(src: UnsafeRawBufferPointer, dst: UnsafeMutableRawBufferPointer,
                                        range: Range<Int>, dstFirst: Int, by s: Double, decode: (UInt16) -> Double,
                                        encode: (Double) -> UInt16, exponentMask: UInt16) -> UnrepresentableElement? {
+        // Every element is written even past a failure, so that a buffer is
+        // never left holding stale bytes.
+        var failure: UnrepresentableElement?
         for i in range {
             let v = decode(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) * s
             let r = encode(v)
-            if !v.isFinite || r & exponentMask == exponentMask { return UnrepresentableElement(index: i, value: v) }
+            if failure == nil, !v.isFinite || r & exponentMask == exponentMask {
+                failure = UnrepresentableElement(index: i, value: v)
+            }
             dst.storeBytes(of: r.littleEndian, toByteOffset: (i - dstFirst) * 2, as: UInt16.self)
         }
-        return nil
+        return failure
     }
 
     /// The same tensor with new raw bytes (layout of `raw_data`); external

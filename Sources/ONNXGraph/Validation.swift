@@ -82,6 +82,15 @@ private struct GraphValidator {
                 }
                 throw ModelValidationError("\(nodeLabel(i)) reads '\(input)', which no node, input or initializer defines")
             }
+            var attributeNames: Set<String> = []
+            for attribute in node.attributes {
+                guard let name = attribute.name, !name.isEmpty else {
+                    throw ModelValidationError("\(nodeLabel(i)) has an attribute without a name")
+                }
+                guard attributeNames.insert(name).inserted else {
+                    throw ModelValidationError("\(nodeLabel(i)) has attribute '\(name)' twice")
+                }
+            }
             for sub in node.subgraphs {
                 try GraphValidator(graph: sub, path: "subgraph '\(sub.name ?? "?")' of \(nodeLabel(i))",
                                    outer: outer.union(defined)).check()

@@ -46,6 +46,10 @@ import TestSupport
             g.initializers[i] = t
         },
         Case(name: "BN with too few inputs", phrase: "takes 5") { g in g.nodes[1].inputs.removeLast(2) },
+        Case(name: "attribute given twice", phrase: "twice") { g in
+            g.nodes[1].attributes.append(.float("epsilon", 0.5))
+            g.nodes[1].attributes.append(.float("epsilon", 0.25))
+        },
         Case(name: "data shorter than the shape", phrase: "needs") { g in
             g.initializers[0].rawData = ByteBuffer([UInt8](repeating: 0, count: 3))
         },

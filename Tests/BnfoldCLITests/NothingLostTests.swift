@@ -238,3 +238,57 @@ import Glibc
         }
     }
 }
+
+/// The input's external data files are never replaced, whatever `-o` says.
+@Suite struct InputDataFileTests {
+    /// A model renamed away from its data file's name: `bnfold a.onnx -o
+    /// model.onnx` must not write over `model.onnx.data`, which is a.onnx's data.
+    @Test func outputDoesNotReplaceTheInputsDataFile() throws {
+        let scratch = ScratchDirectory()
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx"), toPath: scratch.file("a.onnx"))
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx.data"),
+                                         toPath: scratch.file("conv2d_bn_external.onnx.data"))
+        // a.onnx's tensors point at conv2d_bn_external.onnx.data; fold to the
+        // name whose default data file that is.
+        let data = try Data(contentsOf: URL(fileURLWithPath: scratch.file("conv2d_bn_external.onnx.data")))
+        let r = try runBnfold([scratch.file("a.onnx"), "-o", scratch.file("conv2d_bn_external.onnx"), "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("conv2d_bn_external.onnx.data"))) == data)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let written = try #require(object["written"] as? [String: Any])
+        #expect(written["external_data_file"] as? String == "conv2d_bn_external.onnx-1.data")
+        #expect((object["notes"] as? [String])?.first?.contains("holds the input model's data") == true)
+        // And the input still reads with its original weights.
+        let again = try runBnfold([scratch.file("a.onnx"), "-o", scratch.file("check.onnx"), "--passes", "none"])
+        #expect(again.status == 0)
+    }
+
+    @Test func outputNamingTheInputsDataFileIsRefused() throws {
+        let scratch = ScratchDirectory()
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx"), toPath: scratch.file("a.onnx"))
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx.data"),
+                                         toPath: scratch.file("conv2d_bn_external.onnx.data"))
+        let r = try runBnfold([scratch.file("a.onnx"), "-o", scratch.file("conv2d_bn_external.onnx.data"), "--in-place"])
+        #expect(r.status == 2)
+        #expect(r.stderrLines.count == 1)
+        #expect(r.stderr.contains("is an external data file of the input model"))
+    }
+
+    /// In place: the model file is the commit point; its data goes to a new
+    /// file, so an interruption can never pair the old model with new weights.
+    @Test func inPlaceWithExternalDataWritesANewDataFile() throws {
+        let scratch = ScratchDirectory()
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx"), toPath: scratch.file("m.onnx"))
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx.data"),
+                                         toPath: scratch.file("conv2d_bn_external.onnx.data"))
+        // Make m.onnx's own default data file name the one it reads.
+        let first = try runBnfold([scratch.file("m.onnx"), "-o", scratch.file("m2.onnx"), "--passes", "none"])
+        #expect(first.status == 0)
+        let oldData = try Data(contentsOf: URL(fileURLWithPath: scratch.file("m2.onnx.data")))
+        let r = try runBnfold([scratch.file("m2.onnx"), "-o", scratch.file("m2.onnx"), "--in-place"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("m2.onnx.data"))) == oldData)
+        #expect(FileManager.default.fileExists(atPath: scratch.file("m2.onnx-1.data")))
+        #expect(r.stdout.contains("note: 'm2.onnx.data' holds the input model's data"))
+    }
+}

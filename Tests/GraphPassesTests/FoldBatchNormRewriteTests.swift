@@ -262,3 +262,29 @@ struct FoldBatchNormRewriteTests {
         try expectMissed(model, reason: .notRepresentable)
     }
 }
+
+/// A `Constant` whose attribute name and type disagree is not a constant to
+/// bnfold (runtimes go by the type; guessing would fold the wrong values).
+@Suite struct ConstantAttributeTypeTests {
+    @Test func nameAndTypeMustAgree() throws {
+        var t = Tensor(name: nil, elementType: .float, dims: [2])
+        t.rawData = ByteBuffer([0, 0, 128, 63, 0, 0, 0, 64])
+        var attribute = Attribute.tensor("value", t)
+        attribute.type = .floats
+        attribute.floats = [10, 20]
+        let graph = Graph(nodes: [Node(opType: "Constant", inputs: [], outputs: ["c"], attributes: [attribute])],
+                          outputs: [ValueInfo(name: "c")])
+        guard case .failure(.unreadableConstant) = graph.constant(named: "c", irVersion: 8) else {
+            Issue.record("a Constant with value/FLOATS was read as a constant")
+            return
+        }
+        // Agreeing name and type: read.
+        let good = Graph(nodes: [Node(opType: "Constant", inputs: [], outputs: ["c"], attributes: [.tensor("value", t)])],
+                         outputs: [ValueInfo(name: "c")])
+        guard case .success(let (value, _)) = good.constant(named: "c", irVersion: 8) else {
+            Issue.record("a proper Constant was not read")
+            return
+        }
+        #expect(try value.doubles() == [1, 2])
+    }
+}

@@ -172,3 +172,114 @@ import ONNXGraph
         }
     }
 }
+
+/// Deep nesting must be refused before anything recurses over it.
+@Suite struct DeepNestingTests {
+    /// Minimal protobuf writer for building hostile files by hand.
+    static func varint(_ v: UInt64) -> [UInt8] {
+        var v = v, out: [UInt8] = []
+        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+        out.append(UInt8(v))
+        return out
+    }
+    static func field(_ number: UInt64, _ payload: [UInt8]) -> [UInt8] {
+        varint(number << 3 | 2) + varint(UInt64(payload.count)) + payload
+    }
+    static func model(graph: [UInt8]) -> [UInt8] {
+        varint(1 << 3) + varint(8) + field(7, graph)  // ir_version 8, graph
+    }
+
+    func problem(_ bytes: [UInt8]) -> String? {
+        bytes.withUnsafeBytes { raw in
+            do { _ = try ModelReader.read(bytes: raw, name: "deep.onnx"); return nil } catch let e as ModelFileError {
+                return e.problem
+            } catch { return "\(error)" }
+        }
+    }
+
+    @Test func typesNestedThousandsDeepAreRefused() {
+        // TypeProto { sequence_type { elem_type: TypeProto { … tensor_type { elem_type: 1 } } } }
+        var type = Self.field(1, Self.varint(1 << 3) + Self.varint(1))
+        for _ in 0..<5000 { type = Self.field(4, Self.field(1, type)) }
+        let valueInfo = Self.field(1, Array("x".utf8)) + Self.field(2, type)
+        let bytes = Self.model(graph: Self.field(13, valueInfo))
+        #expect(problem(bytes)?.contains("levels deep") == true)
+    }
+
+    @Test func subgraphsNestedHundredsDeepAreRefused() {
+        // Node { attribute { g: Graph { node { attribute { g: … } } } } }
+        var graph: [UInt8] = []
+        for _ in 0..<500 {
+            let attribute = Self.field(1, Array("then_branch".utf8)) + Self.field(6, graph)
+            let node = Self.field(4, Array("If".utf8)) + Self.field(5, attribute)
+            graph = Self.field(1, node)
+        }
+        #expect(problem(Self.model(graph: graph))?.contains("levels deep") == true)
+    }
+
+    @Test func reasonableNestingIsRead() {
+        var type = Self.field(1, Self.varint(1 << 3) + Self.varint(1))
+        for _ in 0..<10 { type = Self.field(4, Self.field(1, type)) }
+        let valueInfo = Self.field(1, Array("x".utf8)) + Self.field(2, type)
+        #expect(problem(Self.model(graph: Self.field(13, valueInfo))) == nil)
+    }
+
+    /// A singular tensor field given twice is merged by protobuf (raw_data
+    /// from the first copy survives); the reader must see what protobuf
+    /// sees, not lose the first copy's payload.
+    @Test func repeatedSingularTensorIsMergedLikeProtobuf() throws {
+        let w1 = [UInt8](repeating: 0x3F, count: 2048)  // raw_data, large enough to be left in the file
+        func tensor(_ rest: [UInt8]) -> [UInt8] { Self.varint(1 << 3) + Self.varint(512) + Self.varint(2 << 3) + Self.varint(1) + rest }
+        let first = tensor(Self.field(9, w1))
+        // Repeated fields of merged copies concatenate, so the second copy
+        // carries only its float_data.
+        let second = Self.field(4, [UInt8](repeating: 0, count: 2048))  // packed float_data
+        let attribute = Self.field(1, Array("value".utf8)) + Self.varint(20 << 3) + Self.varint(4)
+            + Self.field(5, first) + Self.field(5, second)
+        let node = Self.field(2, Array("c".utf8)) + Self.field(4, Array("Constant".utf8)) + Self.field(5, attribute)
+        let bytes = Self.model(graph: Self.field(1, node) + Self.field(12, Self.field(1, Array("c".utf8))))
+        let model = try bytes.withUnsafeBytes { try ModelReader.read(bytes: $0, name: "dup.onnx") }
+        let t = try #require(model.graph?.nodes.first?.attributes.first?.t)
+        #expect(t.rawData?.array == w1)
+        #expect(t.floatData.count == 2048)
+    }
+}
+
+/// Sizes at the edge of Int: clean errors, never an arithmetic trap.
+@Suite struct SizeOverflowTests {
+    @Test(arguments: [
+        (DataType.uint2, [Int64.max / 2]),
+        (DataType.int4, [Int64.max / 2]),
+        (DataType.float6e2m3, [Int64.max / 4]),
+        (DataType.float, [Int64(1) << 62]),
+        (DataType.double, [Int64(1) << 61, 2]),
+    ])
+    func hugeDimensionsAreRejected(_ type: DataType, _ dims: [Int64]) throws {
+        var model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn.onnx"))
+        var graph = try #require(model.graph)
+        var t = Tensor(name: "huge", elementType: type, dims: dims)
+        t.rawData = ByteBuffer([1, 2, 3, 4])
+        graph.initializers.append(t)
+        model.graph = graph
+        let scratch = ScratchDirectory()
+        _ = try ModelWriter.write(model, to: scratch.file("m.onnx"))
+        #expect(throws: ModelFileError.self) { try ModelReader.read(path: scratch.file("m.onnx")) }
+        // The same through int32_data for the packed 4-bit types.
+        if type == .int4 {
+            t.rawData = nil
+            t.int32Data = ByteBuffer([0, 0, 0, 0])
+            graph.initializers[graph.initializers.count - 1] = t
+            model.graph = graph
+            _ = try ModelWriter.write(model, to: scratch.file("m2.onnx"))
+            #expect(throws: ModelFileError.self) { try ModelReader.read(path: scratch.file("m2.onnx")) }
+        }
+    }
+
+    @Test func byteCountNeverTraps() {
+        #expect(DataType.uint2.byteCount(elements: Int.max) == nil || DataType.uint2.byteCount(elements: Int.max)! > 0)
+        #expect(DataType.int4.byteCount(elements: Int.max / 4) == Int.max / 8 + 1)
+        #expect(DataType.float.byteCount(elements: Int.max / 2) == nil)
+        #expect(DataType.uint2.byteCount(elements: 3) == 1)
+        #expect(DataType.float6e2m3.byteCount(elements: 4) == 3)
+    }
+}

@@ -27,8 +27,9 @@ import ONNXGraph
 /// removed.
 ///
 /// Not folded (a `missed` remark with the reason id):
-/// - `TrainingMode`: `training_mode = 1`, or `is_test = 0` before opset 7 —
-///   the output uses batch statistics, not running ones.
+/// - `TrainingMode`: `training_mode = 1`, `is_test = 0` before opset 7, or
+///   mean/variance outputs declared (which before opset 14 is what makes a
+///   BatchNormalization training mode) — the output uses batch statistics.
 /// - `ExtraOutputsUsed`: the running mean/variance outputs are used.
 /// - `NotSpatial`: `spatial = 0` (opset < 9), per-activation statistics.
 /// - `NoFoldableProducer`: the input does not come from a Conv.
@@ -147,6 +148,13 @@ public struct FoldBatchNorm: GraphPass {
             if !graph.value(named: extra).isDead {
                 return .failure(Miss(.extraOutputsUsed, "its running mean/variance output '\(extra)' is used"))
             }
+        }
+        // Before opset 14 the outputs decide the mode: a BatchNormalization
+        // that declares its mean/variance outputs is in training mode (and
+        // runtimes compute it with batch statistics), used or not. From 14
+        // on, training_mode = 0 with those outputs is not a valid node.
+        if let extra = bn.outputs.dropFirst().first(where: { !$0.isEmpty }) {
+            return .failure(Miss(.trainingMode, "it declares the mean/variance output '\(extra)', which only training mode produces: the output is normalized with batch statistics"))
         }
         let x = bn.inputs[0]
         let xValue = graph.value(named: x)

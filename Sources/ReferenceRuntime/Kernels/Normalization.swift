@@ -1,0 +1,86 @@
+import Foundation
+
+/// BatchNormalization (inference) and Softmax.
+let normalizationKernels: [String: Kernel] = [
+    "BatchNormalization": { ctx in
+        let x = try ctx.input(0)
+        let params = try (1...4).map { try ctx.input($0) }
+        guard x.rank >= 2 else { throw KernelError("X has shape \(x.shape); BatchNormalization needs a channel axis") }
+        if try ctx.int("training_mode", 0) != 0 {
+            throw KernelError("training_mode = 1 (batch statistics) is not supported; only inference")
+        }
+        if ctx.opset < 7, try ctx.int("is_test", 0) == 0 {
+            throw KernelError("is_test = 0 (training) is not supported; only inference")
+        }
+        if ctx.opset < 9, try ctx.int("spatial", 1) == 0 {
+            throw KernelError("spatial = 0 is not supported")
+        }
+        let outputsWanted = ctx.node.outputs.dropFirst().filter { !$0.isEmpty }
+        guard outputsWanted.isEmpty else { throw KernelError("the running mean/variance outputs (training) are not supported") }
+        let channels = x.shape[1]
+        for (i, p) in params.enumerated() where p.count != channels || p.rank != 1 {
+            throw KernelError("input \(i + 1) has shape \(p.shape), expected [\(channels)]")
+        }
+        for p in params where RuntimeTensor.storageKind(of: p.elementType) == .int {
+            throw KernelError("parameters must be floating point, got \(p.elementType)")
+        }
+        let epsilon = Double(try ctx.float("epsilon", 1e-5))
+        // Per-channel affine map computed in Double: y = a·x + b with
+        // a = γ/√(σ² + ε), b = β − μ·a.
+        let (gamma, beta, mean, variance) = (params[0].doubles(), params[1].doubles(), params[2].doubles(), params[3].doubles())
+        var a = [Double](repeating: 0, count: channels), b = a
+        for ch in 0..<channels {
+            a[ch] = gamma[ch] / (variance[ch] + epsilon).squareRoot()
+            b[ch] = beta[ch] - mean[ch] * a[ch]
+        }
+        let inner = x.shape[2...].reduce(1, *)
+        func apply<T: RuntimeFloat>(_ v: [T]) -> [T] {
+            var out = v
+            for i in out.indices {
+                let ch = (i / inner) % channels
+                out[i] = T(a[ch] * Double(v[i]) + b[ch])
+            }
+            return out
+        }
+        let storage: RuntimeTensor.Storage
+        switch x.storage {
+        case .float(let v): storage = .float(apply(v))
+        case .double(let v): storage = .double(apply(v))
+        case .int: throw KernelError("X must be floating point, got \(x.elementType)")
+        }
+        return [RuntimeTensor(shape: x.shape, elementType: x.elementType, storage: storage)]
+    },
+    "Softmax": { ctx in
+        let x = try ctx.input(0)
+        // Opset ≥ 13: along `axis` (default −1). Before: the input is seen as
+        // 2-D [∏ dims < axis, ∏ dims ≥ axis] (default axis 1).
+        let axisAttr = try ctx.int("axis", ctx.opset >= 13 ? -1 : 1)
+        let axis = try ctx.axis(axisAttr, rank: x.rank)
+        let outer = x.shape[..<axis].reduce(1, *)
+        let length: Int, inner: Int
+        if ctx.opset >= 13 {
+            length = x.rank == 0 ? 1 : x.shape[axis]
+            inner = x.rank == 0 ? 1 : x.shape[(axis + 1)...].reduce(1, *)
+        } else {
+            length = x.shape[axis...].reduce(1, *)
+            inner = 1
+        }
+        var values = x.doubles()
+        guard RuntimeTensor.storageKind(of: x.elementType) != .int else { throw KernelError("X must be floating point") }
+        for o in 0..<outer {
+            for i in 0..<inner {
+                let base = o * length * inner + i
+                var top = -Double.infinity
+                for k in 0..<length { top = max(top, values[base + k * inner]) }
+                var sum = 0.0
+                for k in 0..<length {
+                    let e = exp(values[base + k * inner] - top)
+                    values[base + k * inner] = e
+                    sum += e
+                }
+                for k in 0..<length { values[base + k * inner] /= sum }
+            }
+        }
+        return [try RuntimeTensor(shape: x.shape, values: values, elementType: x.elementType)]
+    },
+]
