@@ -54,8 +54,12 @@ $(VENV)/.installed: Tests/CrossCheck/requirements.txt
 
 venv: $(VENV)/.installed
 
+# onnxruntime is the oracle: every fixture folded by bnfold must give the
+# original's outputs, and every reference-runtime kernel must agree with it.
 crosscheck: release venv
 	$(VENV)/bin/python Tests/CrossCheck/crosscheck.py --bnfold $(RELEASE_BIN) --fixtures Fixtures
+	$(SWIFT) build -c release --product RefRun
+	$(VENV)/bin/python Tests/CrossCheck/runtime_oracle.py --refrun .build/release/RefRun
 
 # Regenerates Sources/CONNX from Proto/onnx.proto (needs protoc-c, Debian
 # protobuf-c-compiler). The output is committed; builds do not need protoc-c.
