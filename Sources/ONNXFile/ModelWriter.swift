@@ -171,6 +171,22 @@ extension ModelWriter {
         }
     }
 
+    /// Writes the model message with every tensor's fields exactly as they
+    /// are in the IR — external_data entries included, data files untouched —
+    /// straight to `path`. For tests that need files with hand-made external
+    /// data entries; not atomic, no size checks.
+    static func writeMessageAsIs(_ model: Model, to path: String) throws {
+        let arena = CArena()
+        let tree = try ProtoEncoder(arena: arena, placement: { _, _ in .asIs }).model(model)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ModelFileError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let sink = FileSink(fd: fd, displayName: path)
+        try sink.pack(tree)
+        try sink.finish()
+        withExtendedLifetime(arena) {}
+    }
+
     /// Bytes the model would take as one protobuf message with every tensor
     /// where it is now (what `--external-data keep` would write, before the
     /// 2 GiB switch). Builds the message tree without writing anything.

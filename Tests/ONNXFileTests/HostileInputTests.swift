@@ -74,14 +74,8 @@ import ONNXGraph
         mutate(&graph.initializers[i])
         written.graph = graph
         // Write the model message only, keeping the data file as it is: the
-        // tensor stays external with the entries given (`asIs` placement).
-        let arena = CArena()
-        let tree = try ProtoEncoder(arena: arena, placement: { _, _ in .asIs }).model(written)
-        let fd = open(scratch.file("hostile.onnx"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        let sink = FileSink(fd: fd, displayName: "hostile.onnx")
-        try sink.pack(tree)
-        try sink.finish()
-        close(fd)
+        // tensor stays external with the entries given.
+        try ModelWriter.writeMessageAsIs(written, to: scratch.file("hostile.onnx"))
         return scratch.file("hostile.onnx")
     }
 
