@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "GraphPasses", targets: ["GraphPasses"]),
         // A CPU reference runtime for ONNX graphs (verification of folds).
         .library(name: "ReferenceRuntime", targets: ["ReferenceRuntime"]),
+        // Runs two models on the same inputs and judges whether they agree (`bnfold check`).
+        .library(name: "Equivalence", targets: ["Equivalence"]),
         // The command-line tool.
         .executable(name: "bnfold", targets: ["bnfold"]),
     ],
@@ -29,13 +31,14 @@ let package = Package(
         .target(name: "ONNXFile", dependencies: ["ONNXGraph", "CONNX"]),
         .target(name: "GraphPasses", dependencies: ["ONNXGraph"]),
         .target(name: "ReferenceRuntime", dependencies: ["ONNXGraph", "CBLAS"]),
+        .target(name: "Equivalence", dependencies: ["ONNXGraph", "ReferenceRuntime"]),
 
         // MARK: Command line
         // The commands live in a library so tests can run them in-process.
         .target(
             name: "BnfoldCLI",
             dependencies: [
-                "ONNXGraph", "ONNXFile", "GraphPasses",
+                "ONNXGraph", "ONNXFile", "GraphPasses", "ReferenceRuntime", "Equivalence",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -71,18 +74,22 @@ let package = Package(
         // MARK: Tests
         .target(
             name: "TestSupport",
-            dependencies: ["ONNXGraph"],
+            dependencies: ["ONNXGraph", "Equivalence"],
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "ONNXGraphTests", dependencies: ["ONNXGraph", "TestSupport"]),
-        .testTarget(name: "ONNXFileTests", dependencies: ["ONNXFile", "ONNXGraph", "GraphPasses", "TestSupport"]),
+        .testTarget(name: "ONNXFileTests", dependencies: ["ONNXFile", "ONNXGraph", "GraphPasses", "Equivalence", "TestSupport"]),
         .testTarget(
             name: "GraphPassesTests",
             dependencies: ["GraphPasses", "ONNXGraph", "ONNXFile", "TestSupport"]
         ),
         .testTarget(
             name: "BnfoldCLITests",
-            dependencies: ["BnfoldCLI", "ONNXFile", "ONNXGraph", "TestSupport", "bnfold"]
+            dependencies: ["BnfoldCLI", "ONNXFile", "ONNXGraph", "GraphPasses", "TestSupport", "bnfold"]
+        ),
+        .testTarget(
+            name: "EquivalenceTests",
+            dependencies: ["Equivalence", "ReferenceRuntime", "ONNXGraph", "ONNXFile", "GraphPasses", "TestSupport"]
         ),
         .testTarget(
             name: "ReferenceRuntimeTests",

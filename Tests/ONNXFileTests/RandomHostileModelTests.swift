@@ -1,6 +1,7 @@
 import Foundation
 import GraphPasses
 @testable import ONNXFile
+import Equivalence
 import ONNXGraph
 import Testing
 import TestSupport
@@ -16,16 +17,11 @@ import TestSupport
     static let fixtures = ["conv2d_bn.onnx", "torch_tiny_resnet.onnx", "subgraph_if.onnx", "conv2d_bn_fp16.onnx",
                            "conv2d_bn_constant_nodes.onnx", "shared_weight_two_convs.onnx", "conv2d_bn_typed_data.onnx"]
 
+    /// The seeded generator with the two picks this generator needs.
     struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
+        var generator: SplitMix64
+        init(state: UInt64) { generator = SplitMix64(seed: state) }
+        mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(generator.next() % UInt64(n)) }
         mutating func pick<T>(_ list: [T]) -> T { list[below(list.count)] }
     }
 

@@ -1,3 +1,4 @@
+import Equivalence
 import ONNXGraph
 
 #if canImport(Glibc)
@@ -10,21 +11,12 @@ import Darwin
 
 // MARK: - Deterministic random numbers
 
-/// SplitMix64: a small, fast generator whose sequence depends only on the
-/// seed, so every test builds the same model on every machine.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+/// The tests' generator is the one `bnfold check` uses (SplitMix64): its
+/// sequence depends only on the seed, so every test builds the same model on
+/// every machine.
+public typealias SeededGenerator = SplitMix64
 
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
     /// Uniform on `range`.
     public mutating func uniform(_ range: ClosedRange<Double>) -> Double {
         Double.random(in: range, using: &self)
@@ -32,9 +24,7 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 
     /// Normal with the given mean and standard deviation (Box–Muller).
     public mutating func normal(mean: Double = 0, standardDeviation: Double) -> Double {
-        let u1 = Double.random(in: Double.leastNormalMagnitude...1, using: &self)
-        let u2 = Double.random(in: 0..<1, using: &self)
-        return mean + standardDeviation * (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+        mean + standardDeviation * normal()
     }
 
     public mutating func normals(_ count: Int, mean: Double = 0, standardDeviation: Double) -> [Double] {

@@ -1,0 +1,259 @@
+import ArgumentParser
+import Equivalence
+import Foundation
+import ONNXFile
+import ONNXGraph
+import ReferenceRuntime
+
+/// `bnfold check A B`: run both models on the same inputs and say whether
+/// they compute the same function (exit 0), do not (exit 1), or cannot be
+/// compared (exit 2).
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Run two models on the same inputs and compare their outputs.",
+        discussion: """
+            Inputs are the given files (--input, NumPy .npy or ONNX TensorProto .pb) \
+            or seeded standard-normal random values; symbolic dimensions are bound by \
+            --input-shape, else 1. By default B must be within 8 × max(noise, u·scale) \
+            of a float64 evaluation of A, where noise is A's own rounding error; with \
+            --rtol/--atol the rule is |B − A| ≤ atol + rtol·|A|. Exit 0 equivalent, \
+            1 not equivalent, 2 error.
+            """)
+
+    @Argument(help: "The reference model (.onnx).")
+    var modelA: String
+
+    @Argument(help: "The model to check against it (.onnx).")
+    var modelB: String
+
+    @Option(name: .customLong("input"), help: ArgumentHelp("An input tensor from a file (.npy or TensorProto .pb).", valueName: "name=file"))
+    var inputs: [String] = []
+
+    @Option(name: .customLong("input-shape"), help: ArgumentHelp("The shape of a random input, e.g. x=1,3,224,224.", valueName: "name=dims"))
+    var inputShapes: [String] = []
+
+    @Option(help: "Random input sets to compare on (inputs given as files are the same in each).")
+    var samples: Int = 2
+
+    @Option(help: "Seed of the random inputs.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Relative tolerance (with --atol: the rule |B − A| ≤ atol + rtol·|A|; a missing one is 0).")
+    var rtol: Double?
+
+    @Option(help: "Absolute tolerance (see --rtol).")
+    var atol: Double?
+
+    @Flag(help: "Print the report as one JSON object on stdout.")
+    var json = false
+
+    func validate() throws {
+        guard samples >= 1, samples <= 1000 else { throw ValidationError("--samples must be between 1 and 1000") }
+        for (flag, value) in [("--rtol", rtol), ("--atol", atol)] {
+            if let value, !(value >= 0 && value.isFinite) { throw ValidationError("\(flag) must be a finite number ≥ 0") }
+        }
+        _ = try parsedShapes()
+        _ = try inputFiles()
+    }
+
+    var tolerance: Tolerance {
+        rtol == nil && atol == nil ? .standard : .explicit(rtol: rtol ?? 0, atol: atol ?? 0)
+    }
+
+    static func split(_ text: String, option: String) throws -> (String, String) {
+        guard let eq = text.firstIndex(of: "="), eq != text.startIndex, text.index(after: eq) != text.endIndex else {
+            throw ValidationError("\(option) '\(text)' must have the form NAME=VALUE")
+        }
+        return (String(text[..<eq]), String(text[text.index(after: eq)...]))
+    }
+
+    func parsedShapes() throws -> [String: [Int]] {
+        var result: [String: [Int]] = [:]
+        for item in inputShapes {
+            let (name, dims) = try Check.split(item, option: "--input-shape")
+            var shape: [Int] = []
+            for part in dims.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let d = Int(part.trimmingCharacters(in: .whitespaces)), d >= 0, d <= Int(Int32.max) else {
+                    throw ValidationError("--input-shape '\(item)': '\(part)' is not a dimension (a whole number ≥ 0)")
+                }
+                shape.append(d)
+            }
+            guard result[name] == nil else { throw ValidationError("--input-shape names '\(name)' twice") }
+            result[name] = shape
+        }
+        return result
+    }
+
+    func inputFiles() throws -> [(name: String, file: String)] {
+        var seen = Set<String>()
+        return try inputs.map { item in
+            let (name, file) = try Check.split(item, option: "--input")
+            guard seen.insert(name).inserted else { throw ValidationError("--input names '\(name)' twice") }
+            return (name, file)
+        }
+    }
+
+    func run() throws {
+        do {
+            let a = try Check.readModel(modelA)
+            let b = try Check.readModel(modelB)
+            var given: [String: RuntimeTensor] = [:]
+            for (name, file) in try inputFiles() { given[name] = try InputFile.read(file) }
+            let checker = EquivalenceChecker(a: a, b: b, tolerance: tolerance)
+            let report: EquivalenceReport
+            do {
+                report = try checker.compare(given: given, shapes: parsedShapes(), samples: samples, seed: seed)
+            } catch let error as EquivalenceError {
+                throw ModelFileError(file: modelA, error.message)
+            } catch let error as RuntimeError {
+                throw ModelFileError(file: modelA, "cannot be run with the reference runtime (or \(modelB)): \(error)")
+            }
+            let output = CheckReport(modelA: modelA, modelB: modelB, seed: seed, report: report)
+            print(json ? output.json() : output.text(), terminator: json ? "\n" : "")
+            if !report.equivalent { throw ExitStatus.verificationFailed }
+        } catch let error as ModelFileError {
+            printError(error.description)
+            throw ExitStatus.inputError
+        }
+    }
+
+    static func readModel(_ path: String) throws -> Model {
+        let model = try ModelReader.read(path: path)
+        do {
+            try model.validate()
+        } catch let error as ModelValidationError {
+            throw ModelFileError(file: path, "is not a valid ONNX model: \(error.message)")
+        }
+        guard let graph = model.graph else { throw ModelFileError(file: path, "has no graph") }
+        let unsupported = Interpreter.unsupportedOperators(in: graph)
+        guard unsupported.isEmpty else {
+            throw ModelFileError(file: path, "uses operators the reference runtime does not run: \(unsupported.joined(separator: ", "))")
+        }
+        return model
+    }
+}
+
+/// Input tensors from files: NumPy `.npy` (recognised by its magic) or an
+/// ONNX `TensorProto` (`.pb`, as in the ONNX test data).
+enum InputFile {
+    static func read(_ path: String) throws -> RuntimeTensor {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ModelFileError(file: path, "does not exist")
+        }
+        guard !isDirectory.boolValue else { throw ModelFileError(file: path, "is a directory") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw ModelFileError(file: path, "cannot be read") }
+        let bytes = [UInt8](data)
+        guard !bytes.isEmpty else { throw ModelFileError(file: path, "is empty") }
+        if bytes.starts(with: [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) || path.hasSuffix(".npy") {
+            do {
+                return try NumPyFile.parse(bytes)
+            } catch let error as EquivalenceError {
+                throw ModelFileError(file: path, error.message)
+            }
+        }
+        return try tensorProto(bytes, path: path)
+    }
+
+    /// Decodes a serialized `TensorProto` by wrapping it as the only
+    /// initializer of a `ModelProto` (field 7 graph, field 5 initializer), so
+    /// that ONNXFile's reader and its checks decode it.
+    static func tensorProto(_ bytes: [UInt8], path: String) throws -> RuntimeTensor {
+        func lengthDelimited(_ field: UInt8, _ payload: [UInt8]) -> [UInt8] {
+            var out: [UInt8] = [field << 3 | 2]
+            var n = UInt64(payload.count)
+            repeat {
+                out.append(UInt8(n & 0x7F) | (n >= 0x80 ? 0x80 : 0))
+                n >>= 7
+            } while n > 0
+            return out + payload
+        }
+        let model: [UInt8] = [0x08, 0x08] + lengthDelimited(7, lengthDelimited(5, bytes))  // ir_version 8, graph
+        let decoded: Model
+        do {
+            decoded = try model.withUnsafeBytes { try ModelReader.read(bytes: $0, name: path) }
+        } catch let error as ModelFileError {
+            throw ModelFileError(file: path, "is neither a .npy file nor a readable TensorProto: \(error.problem)")
+        }
+        guard let tensors = decoded.graph?.initializers, tensors.count == 1, let tensor = tensors.first else {
+            throw ModelFileError(file: path, "is neither a .npy file nor a TensorProto")
+        }
+        guard tensor.elementType != .undefined else {
+            throw ModelFileError(file: path, "is not a TensorProto with an element type (nor a .npy file)")
+        }
+        do {
+            return try RuntimeTensor(tensor)
+        } catch {
+            throw ModelFileError(file: path, "\(error)")
+        }
+    }
+}
+
+/// What `bnfold check` prints; the JSON field names are part of the contract.
+struct CheckReport: Encodable {
+    var tool = "bnfold"
+    var version = BnfoldVersion.string
+    var modelA: String
+    var modelB: String
+    var samples: Int
+    var seed: UInt64
+    /// "derived" (the default rule) or "tolerance" (--rtol/--atol).
+    var rule: String
+    var k: Double?
+    var rtol: Double?
+    var atol: Double?
+    var equivalent: Bool
+    var outputs: [OutputComparison]
+
+    init(modelA: String, modelB: String, seed: UInt64, report: EquivalenceReport) {
+        self.modelA = modelA; self.modelB = modelB; self.seed = seed
+        samples = report.samples
+        switch report.tolerance {
+        case .derived(let k): rule = "derived"; self.k = k
+        case .explicit(let r, let a): rule = "tolerance"; rtol = r; atol = a
+        }
+        equivalent = report.equivalent
+        outputs = report.outputs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case tool, version, modelA, modelB, samples, seed, rule, k, rtol, atol, equivalent, outputs
+    }
+
+    func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let data = (try? encoder.encode(self)) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func text() -> String {
+        func g(_ x: Double?) -> String { x.map { String(format: "%.3g", $0) } ?? "-" }
+        var out = "bnfold \(version) check: \(modelA) vs \(modelB)\n"
+        switch rule {
+        case "derived":
+            out += "  rule: B within \(g(k)) × max(noise, u·scale) of a float64 run of A; \(samples) sample(s), seed \(seed)\n"
+        default:
+            out += "  rule: |B − A| ≤ \(g(atol)) + \(g(rtol))·|A|; \(samples) sample(s), seed \(seed)\n"
+        }
+        for o in outputs {
+            out += "  \(o.name) \(o.elementType) \(o.shape): "
+            if let problem = o.problem {
+                out += "NOT EQUIVALENT: \(problem)\n"
+                continue
+            }
+            out += "max abs diff \(g(o.maxAbsDiff)), max rel diff \(g(o.maxRelDiff)), cosine \(String(format: "%.9f", o.cosineSimilarity))\n"
+            if let error = o.error {
+                out += "    error vs float64 \(g(error)) (bound \(g(o.bound)); original's own \(g(o.referenceNoise)), scale \(g(o.scale)))"
+            } else {
+                out += "    worst |B − A| / (atol + rtol·|A|) = \(g(o.ratio))"
+            }
+            out += ": \(o.equivalent ? "equivalent" : "NOT EQUIVALENT") (\(g(o.ratio)) of the bound)\n"
+        }
+        out += equivalent ? "  equivalent\n" : "  NOT EQUIVALENT\n"
+        return out
+    }
+}
