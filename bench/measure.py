@@ -14,6 +14,17 @@
         Linux counts that too, so the wrapper's RSS (~10-15 MiB) is a floor
         under every figure; `bench` measures it with `true` and prints it.
 
+    measure.py runtime --model A --bnfold BIN --refrun BIN --scratch DIR [--infer-runs N] [--runs N]
+        The reference-runtime section (ResNet-50-shaped A, bench/make_resnet50.py):
+        folds A into B with bnfold, then (1) ms per inference (median of N after
+        one warm-up, same fixed input) of RefRun against onnxruntime, each with
+        nproc threads and with 1; (2) whole-process wall time (median) and peak
+        RSS of `bnfold check A B` against bench/check_ort.py A B.
+
+    measure.py ort-time MODEL --runs N --threads T
+        onnxruntime's ms per inference the way RefRun --time measures it
+        (default session options but intra_op_num_threads = T); one JSON line.
+
     measure.py ort-optimize IN OUT
         onnxruntime's offline optimizer: ORT_ENABLE_BASIC (which includes
         Conv+BatchNormalization fusion) and optimized_model_filepath=OUT.
@@ -156,6 +167,156 @@ def cmd_ort_optimize(args):
                                     os.path.basename(args.output) + ".data")
         so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     ort.InferenceSession(args.input, so, providers=["CPUExecutionProvider"])
+
+
+# ---------------------------------------------------------------- runtime
+
+RUNTIME_TIME_TARGET = 3.0   # RefRun ms/inference <= 3x onnxruntime's
+CHECK_TIME_TARGET = 1.0     # `bnfold check` wall <= the Python/onnxruntime script's
+CHECK_RSS_TARGET = 2.5      # `bnfold check` peak RSS <= 2.5x the two models' files
+
+
+def cmd_ort_time(args):
+    import numpy as np
+    import onnxruntime as ort
+
+    t0 = time.perf_counter()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    s = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+    load_ms = (time.perf_counter() - t0) * 1e3
+    rng = np.random.default_rng(20240611)
+    feeds = {i.name: rng.standard_normal([d if isinstance(d, int) and d >= 0 else 1 for d in i.shape])
+             .astype(np.float32) for i in s.get_inputs()}
+    s.run(None, feeds)  # warm-up
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        s.run(None, feeds)
+        times.append((time.perf_counter() - t) * 1e3)
+    print(json.dumps({"runs": args.runs, "median_ms": statistics.median(times), "min_ms": min(times),
+                      "max_ms": max(times), "load_ms": load_ms, "threads": args.threads}))
+
+
+def json_of(cmd, env=None, label=""):
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"{label or cmd[0]} exited with {res.returncode}:\n{res.stderr.strip()}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def cmd_runtime(args):
+    model = os.path.abspath(args.model)
+    scratch = os.path.abspath(args.scratch)
+    os.makedirs(scratch, exist_ok=True)
+    bnfold, refrun = os.path.abspath(args.bnfold), os.path.abspath(args.refrun)
+    here = os.path.abspath(__file__)
+    _, ncpu, _ = machine()
+    folded = os.path.join(scratch, "resnet50-folded.onnx")
+    res = subprocess.run([bnfold, model, "-o", folded], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"bnfold A -o B exited with {res.returncode}:\n{res.stderr.strip()}")
+    size_a, size_b = os.path.getsize(model), os.path.getsize(folded)
+
+    print_machine(bnfold)
+    print(f"model A : {model} ({size_a / MIB:.1f} MiB; ResNet-50 shape, random weights, 53 Conv+BN, batch 1, 224x224)")
+    print(f"model B : A folded by `bnfold A -o B` ({size_b / MIB:.1f} MiB)")
+    print(f"(1) ms per inference: 1 warm-up + median of {args.infer_runs} runs, one fixed seeded input, model loaded once")
+    print(flush=True)
+
+    env1 = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    envn = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    n = str(args.infer_runs)
+    ort = lambda path, t: [sys.executable, here, "ort-time", path, "--runs", n, "--threads", str(t)]
+    measured = {}
+    for key, label, cmd, env in [
+        ("ort_n", f"onnxruntime, A, {ncpu} intra-op threads", ort(model, ncpu), envn),
+        ("ort_1", "onnxruntime, A, 1 thread", ort(model, 1), envn),
+        ("ref_n", "RefRun --time, A (OpenBLAS default threads)", [refrun, "--time", n, model], envn),
+        ("ref_1", "RefRun --time, A, OPENBLAS_NUM_THREADS=1", [refrun, "--time", n, model], env1),
+        ("ref_b", "RefRun --time, B (folded; OpenBLAS default)", [refrun, "--time", n, folded], envn),
+    ]:
+        print(f"  {label} ...", end="", flush=True)
+        measured[key] = r = json_of(cmd, env, label)
+        print(f" {r['median_ms']:.1f} ms", flush=True)
+    blas_threads = measured["ref_n"].get("blas_threads", -1)
+
+    header = ["runtime", "ms / inference", "x onnxruntime (same threads)", "target met"]
+    right = [False, True, True, False]
+    rows, missed = [], []
+    rows.append([f"onnxruntime, {ncpu} intra-op threads", f"{measured['ort_n']['median_ms']:.1f}", "1.00", "(reference)"])
+    rows.append(["onnxruntime, 1 intra-op thread", f"{measured['ort_1']['median_ms']:.1f}", "1.00", "(reference)"])
+    for key, ref, label in [("ref_n", "ort_n", f"ReferenceRuntime (OpenBLAS {blas_threads} threads, rest 1)"),
+                            ("ref_1", "ort_1", "ReferenceRuntime, OPENBLAS_NUM_THREADS=1"),
+                            ("ref_b", "ort_n", f"ReferenceRuntime on B (folded), OpenBLAS {blas_threads} threads")]:
+        ratio = measured[key]["median_ms"] / measured[ref]["median_ms"]
+        if key == "ref_b":
+            met = "(extra)"
+        else:
+            met = "yes" if ratio <= RUNTIME_TIME_TARGET else "MISSED"
+            if ratio > RUNTIME_TIME_TARGET:
+                missed.append(f"{label}: {ratio:.2f}x onnxruntime")
+        rows.append([label, f"{measured[key]['median_ms']:.1f}", f"{ratio:.2f}", met])
+    print()
+    print(fmt_table(header, rows, right))
+    print()
+    print(f"target: ReferenceRuntime <= {RUNTIME_TIME_TARGET:g}x onnxruntime's ms per inference. ReferenceRuntime")
+    print("  runs node by node on one thread; only its gemm calls use OpenBLAS's threads (openblas_get_num_threads")
+    print(f"  = {blas_threads}). Load times (not in the figures): RefRun {measured['ref_n']['load_ms']:.0f} ms, "
+          f"onnxruntime session {measured['ort_n']['load_ms']:.0f} ms.")
+
+    # (2) whole-process check
+    print()
+    print(f"(2) comparing A and B, whole process: 1 warm-up + {args.runs} measured runs; wall = median, RSS = max")
+    print(flush=True)
+    specs = [
+        {"label": "python bench/check_ort.py A B (onnxruntime, 1 input, np.allclose)", "kind": "ref",
+         "cmd": [sys.executable, os.path.join(os.path.dirname(here), "check_ort.py"), model, folded]},
+        {"label": "bnfold check A B (defaults: 2 samples, float64 reference run of A)", "kind": "target",
+         "cmd": [bnfold, "check", model, folded]},
+    ]
+    results = []
+    for spec in specs:
+        spec["out"] = os.path.join(scratch, "none")
+        print(f"  {spec['label']}: warm-up", end="", flush=True)
+        measure_once(spec, scratch)
+        runs = []
+        for _ in range(args.runs):
+            r = measure_once(spec, scratch, keep_stdout=True)
+            runs.append(r)
+            print(f", {r['wall']:.2f}s", end="", flush=True)
+        print(flush=True)
+        results.append((spec, statistics.median(r["wall"] for r in runs), max(r["maxrss_kib"] for r in runs) * 1024,
+                        runs[-1].get("stdout", "")))
+    both = size_a + size_b
+    ref_wall = results[0][1]
+    header = ["command", "wall s", "x script", "peak RSS MiB", "RSS / (A+B)", "target met"]
+    right = [False, True, True, True, True, False]
+    rows = []
+    for spec, wall, rss, _ in results:
+        t_ratio, m_ratio = wall / ref_wall, rss / both
+        if spec["kind"] == "ref":
+            met = "(reference)"
+        else:
+            miss = (["time"] if t_ratio > CHECK_TIME_TARGET else []) + (["RSS"] if m_ratio > CHECK_RSS_TARGET else [])
+            missed += [f"bnfold check: {m}" for m in miss]
+            met = "yes" if not miss else "MISSED (" + ", ".join(miss) + ")"
+        rows.append([spec["label"], f"{wall:.3f}", f"{t_ratio:.2f}", f"{rss / MIB:.0f}", f"{m_ratio:.2f}", met])
+    print()
+    print(fmt_table(header, rows, right))
+    print()
+    print(f"targets: bnfold check wall <= {CHECK_TIME_TARGET:g}x the script's; peak RSS <= {CHECK_RSS_TARGET:g}x "
+          f"the two files ({CHECK_RSS_TARGET * both / MIB:.0f} MiB)")
+    script_out = results[0][3].strip().splitlines()
+    check_out = [l.strip() for l in results[1][3].strip().splitlines()]
+    if script_out:
+        print(f"script says: {script_out[-1]}")
+    if check_out:
+        print(f"bnfold check says: {check_out[-1]}" + (f" ({check_out[-2]})" if len(check_out) > 1 else ""))
+    print()
+    print("MISSED: " + "; ".join(missed) if missed else "all targets met")
+    clean([folded])
+    return 0
 
 
 # ---------------------------------------------------------------- bench
@@ -644,6 +805,19 @@ def main():
     w.add_argument("--sample-rss", action="store_true", help="also report sampled peak RssAnon / RssFile (Linux)")
     w.add_argument("cmd", nargs=argparse.REMAINDER)
 
+    r = sub.add_parser("runtime")
+    r.add_argument("--model", required=True, help="the ResNet-50-shaped model (bench/make_resnet50.py)")
+    r.add_argument("--bnfold", required=True)
+    r.add_argument("--refrun", required=True)
+    r.add_argument("--scratch", required=True, help="directory for the folded model (removed afterwards)")
+    r.add_argument("--infer-runs", type=int, default=10, help="timed inferences per runtime (default 10)")
+    r.add_argument("--runs", type=int, default=3, help="measured whole-process runs of each check (default 3)")
+
+    t = sub.add_parser("ort-time")
+    t.add_argument("model")
+    t.add_argument("--runs", type=int, default=10)
+    t.add_argument("--threads", type=int, default=0)
+
     o = sub.add_parser("ort-optimize")
     o.add_argument("input")
     o.add_argument("output")
@@ -653,9 +827,12 @@ def main():
         cmd_wrap(args)
     elif args.command == "ort-optimize":
         cmd_ort_optimize(args)
+    elif args.command == "ort-time":
+        cmd_ort_time(args)
     else:
+        commands = {"huge": cmd_huge, "bench": cmd_bench, "runtime": cmd_runtime}
         try:
-            sys.exit(cmd_huge(args) if args.command == "huge" else cmd_bench(args))
+            sys.exit(commands[args.command](args))
         except RuntimeError as e:
             print(f"\nbench: error: {e}", file=sys.stderr)
             sys.exit(1)

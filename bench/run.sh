@@ -14,12 +14,20 @@
 # data consistent, the .onnx part small, a few folded channels against numpy).
 # It needs about 2.5 GB of free disk for the outputs, removed afterwards.
 #
+# Then the reference-runtime section: a ResNet-50-shaped model (bench/
+# make_resnet50.py, cached in bench-out/, ~100 MB) folded by bnfold into B;
+# ms per inference of the reference runtime (RefRun --time, built here) against
+# onnxruntime, and whole-process `bnfold check A B` against
+# bench/check_ort.py A B (about 20 s).
+#
 # Environment: BENCH_RUNS (measured runs per command, default 3),
 # BENCH_WIDTH (VGG-11 width multiplier, default 4), BENCH_NO_ORT=1 (skip the
 # onnxruntime reference), BENCH_HUGE=0 (skip the > 2 GiB case),
 # BENCH_HUGE_RUNS (its measured runs per command, default BENCH_RUNS),
-# BENCH_HUGE_GB (its weights in GB, default 2.2), BNFOLD (binary), BENCH_OUT
-# (scratch directory).
+# BENCH_HUGE_GB (its weights in GB, default 2.2), BENCH_RUNTIME=0 (skip the
+# reference-runtime section), BENCH_INFER_RUNS (timed inferences per runtime,
+# default 10), BNFOLD (binary), REFRUN (binary; default: built with
+# `swift build -c release --product RefRun`), BENCH_OUT (scratch directory).
 #
 # Exits 0 when the benchmark ran, even if a target was missed (the report says
 # MISSED); non-zero if something could not run or an output check failed.
@@ -69,6 +77,22 @@ if [ "${BENCH_HUGE:-1}" != 0 ]; then
     "$python" bench/measure.py huge --model "$huge_model" --bnfold "$bnfold" --scratch "$scratch" \
         --runs "${BENCH_HUGE_RUNS:-$runs}" || rc=$?
     echo "bench: > 2 GiB case done in $(( $(date +%s) - huge_start )) s"
+fi
+
+if [ "${BENCH_RUNTIME:-1}" != 0 ]; then
+    echo
+    echo "bench: reference runtime and \`bnfold check\` on a ResNet-50-shaped model (BENCH_RUNTIME=0 skips it)"
+    runtime_start=$(date +%s)
+    refrun=${REFRUN:-}
+    if [ -z "$refrun" ]; then
+        "${SWIFT:-$(command -v swift || echo /opt/swift/usr/bin/swift)}" build -c release --product RefRun >&2
+        refrun=.build/release/RefRun
+    fi
+    resnet=$("$python" bench/make_resnet50.py --out-dir "$out")
+    echo
+    "$python" bench/measure.py runtime --model "$resnet" --bnfold "$bnfold" --refrun "$refrun" \
+        --scratch "$scratch" --runs "$runs" --infer-runs "${BENCH_INFER_RUNS:-10}" || rc=$?
+    echo "bench: reference-runtime section done in $(( $(date +%s) - runtime_start )) s"
 fi
 
 echo "bench: done in $(( $(date +%s) - start )) s"

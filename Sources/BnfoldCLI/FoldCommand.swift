@@ -1,4 +1,5 @@
 import ArgumentParser
+import Equivalence
 import Foundation
 import GraphPasses
 import ONNXFile
@@ -13,7 +14,10 @@ struct Fold: ParsableCommand {
         abstract: "Fold a model and write the result (the default command).",
         discussion: """
             Reads IN, runs the passes (all built-in passes unless --passes says \
-            otherwise), writes OUT through a temporary file that is renamed into \
+            otherwise), verifies the result against the original (every folded \
+            Conv + BatchNormalization pair, and the whole model when the reference \
+            runtime runs all its operators; --no-verify skips this; a failure \
+            writes nothing and exits 1), writes OUT through a temporary file that is renamed into \
             place only when complete, and prints what was folded and what was \
             kept, with the reason.
             """)
@@ -38,6 +42,9 @@ struct Fold: ParsableCommand {
 
     @Flag(name: .customLong("in-place"), help: "Allow -o to name the input file itself.")
     var inPlace = false
+
+    @Flag(name: .customLong("no-verify"), help: "Do not check the folded model against the original before writing it.")
+    var noVerify = false
 
     func validate() throws {
         _ = try selectedPasses()
@@ -70,6 +77,9 @@ struct Fold: ParsableCommand {
             }
             let afterRead = clock.now
             let before = model.graph.map(GraphCensus.init) ?? GraphCensus()
+            // A value-type copy: the passes leave it alone (folded tensors
+            // produce their bytes lazily from the original's buffers).
+            let original = model
             let manager = PassManager(passes: try selectedPasses())
             let passReport: PassManager.Report
             do {
@@ -79,6 +89,22 @@ struct Fold: ParsableCommand {
             }
             let afterPasses = clock.now
             let after = model.graph.map(GraphCensus.init) ?? GraphCensus()
+            let foldedCount = passReport.remarks.filter { $0.kind == .applied && $0.pass == FoldBatchNorm().name }.count
+            if ProcessInfo.processInfo.environment["BNFOLD_TEST_BREAK_FOLD"] == "1" {
+                TestHook.breakFirstFold(&model, original: original)
+            }
+            let verification: Verification
+            if noVerify {
+                verification = Verification(skipped: "--no-verify")
+            } else {
+                verification = Verification.run(original: original, folded: model,
+                                                 modified: passReport.remarks.contains { $0.kind == .applied })
+                if let failure = verification.failure {
+                    printError(ModelFileError(file: input, "verification failed: \(failure)").description)
+                    throw ExitStatus.verificationFailed
+                }
+            }
+            let afterVerify = clock.now
             // The input and its data files must survive whatever -o says.
             let inputDataFiles = ModelReader.externalDataFiles(of: model, modelPath: input)
             if let clash = inputDataFiles.first(where: { sameFile($0, output) }) {
@@ -94,16 +120,20 @@ struct Fold: ParsableCommand {
                 input: input, output: output,
                 passes: manager.passes.map(\.name),
                 nodesBefore: before.nodes, nodesAfter: after.nodes,
-                batchNorm: .init(found: before.batchNorms,
-                                 folded: passReport.remarks.filter { $0.kind == .applied && $0.pass == FoldBatchNorm().name }.count,
-                                 kept: after.batchNorms),
+                batchNorm: .init(found: before.batchNorms, folded: foldedCount, kept: after.batchNorms),
                 remarks: passReport.remarks,
                 iterations: passReport.iterations,
                 written: .init(modelBytes: written.modelBytes, externalDataFile: written.externalDataFile,
                                externalTensors: written.externalTensors, externalDataBytes: written.externalDataBytes,
                                switchedToExternalData: written.switchedToExternalData),
+                verification: verification.summary,
                 seconds: .init(read: seconds(afterRead - start), passes: seconds(afterPasses - afterRead),
-                               write: seconds(end - afterPasses), total: seconds(end - start)))
+                               verify: seconds(afterVerify - afterPasses),
+                               write: seconds(end - afterVerify), total: seconds(end - start)))
+            report.notes += verification.notes
+            if !noVerify, verification.summary.pairsChecked < foldedCount {
+                report.notes.append("\(foldedCount - verification.summary.pairsChecked) folded pair(s) could not be matched in the output and were not checked locally")
+            }
             if written.switchedToExternalData {
                 report.notes.append("the model would exceed protobuf's 2 GiB limit, so tensor data was written as external data")
             }
@@ -142,5 +172,72 @@ struct GraphCensus {
     init(_ graph: Graph) {
         nodes = graph.nodes.count
         batchNorms = graph.nodes.filter { $0.isOp("BatchNormalization") }.count
+    }
+}
+
+/// The fold command's verification (``FoldVerifier``) and its report entry.
+struct Verification {
+    var summary: FoldReport.VerificationSummary
+    /// The first failure, as the rest of the error line; nil when verification passed or was skipped.
+    var failure: String?
+    var notes: [String] = []
+
+    init(skipped reason: String) {
+        summary = .init(pairsChecked: 0, pairsFailed: 0, wholeModel: "skipped: \(reason)", worstRatio: 0)
+    }
+
+    static func run(original: Model, folded: Model, modified: Bool) -> Verification {
+        var v = Verification(skipped: "")
+        let pairs = FoldVerifier.verifyPairs(original: original, folded: folded)
+        v.summary.pairsChecked = pairs.count
+        v.summary.pairsFailed = pairs.filter { !$0.passed }.count
+        var worst = pairs.map(\.ratio).max() ?? 0
+        let sampled = pairs.filter { $0.channelsChecked < $0.channels }
+        if !sampled.isEmpty {
+            v.notes.append("\(sampled.count) large folded pair(s) were checked on a sample of their output channels ("
+                + sampled.map { "\($0.conv): \($0.channelsChecked) of \($0.channels)" }.joined(separator: ", ") + ")")
+        }
+        if let bad = pairs.first(where: { !$0.passed }) {
+            v.failure = "\(bad.failureDescription)\(pairs.count > 1 ? " (\(v.summary.pairsFailed) of \(pairs.count) pairs failed)" : "")"
+        }
+        if !modified {
+            v.summary.wholeModel = "skipped: nothing was folded"
+        } else {
+            switch FoldVerifier.verifyWholeModel(original: original, folded: folded) {
+            case .passed(let report):
+                v.summary.wholeModel = "passed"
+                worst = max(worst, report.outputs.map(\.ratio).max() ?? 0)
+            case .failed(let report):
+                v.summary.wholeModel = "failed"
+                worst = max(worst, report.outputs.map(\.ratio).max() ?? .infinity)
+                if v.failure == nil, let bad = report.outputs.first(where: { !$0.equivalent }) {
+                    v.failure = "whole model, output '\(bad.name)': " + (bad.problem ?? String(
+                        format: "error %.3g against float64 exceeds the bound %.3g (ratio %.3g; the original's own error %.3g, scale %.3g)",
+                        bad.error ?? .nan, bad.bound ?? .nan, bad.ratio, bad.referenceNoise ?? .nan, bad.scale ?? .nan))
+                }
+            case .skipped(let reason):
+                v.summary.wholeModel = "skipped: \(reason)"
+            }
+        }
+        v.summary.worstRatio = worst
+        return v
+    }
+}
+
+/// TEST HOOK, not a feature: with BNFOLD_TEST_BREAK_FOLD=1 in the
+/// environment, the fold command scales the weight of the first folded Conv
+/// by 1.01 after the passes, so that tests can see verification fail (exit 1,
+/// no output file). Confined to this file; nothing else reads the variable.
+enum TestHook {
+    static func breakFirstFold(_ model: inout Model, original: Model) {
+        guard let go = original.graph, var g = model.graph,
+              let pair = FoldVerifier.foldedPairs(original: go, folded: g).first else { return }
+        let weightName = g.nodes[pair.folded].inputs[1]
+        guard let i = g.initializers.firstIndex(where: { $0.name == weightName }),
+              let count = g.initializers[i].elementCount, count > 0,
+              let broken = try? g.initializers[i].scaledBlocks(blockSize: count, scale: [1.01], channelOfBlock: { _ in 0 })
+        else { return }
+        g.initializers[i] = broken
+        model.graph = g
     }
 }

@@ -30,9 +30,19 @@ struct FoldReport: Encodable {
             try c.encode(switchedToExternalData, forKey: .switchedToExternalData)
         }
     }
+    /// What verification ran and found (the JSON `verification` object).
+    struct VerificationSummary: Encodable {
+        var pairsChecked: Int
+        var pairsFailed: Int
+        /// "passed", "failed", or "skipped: <reason>".
+        var wholeModel: String
+        /// The largest error/bound over every check (≤ 1 passes; 0 when nothing ran).
+        var worstRatio: Double
+    }
     struct Seconds: Encodable {
         var read: Double
         var passes: Double
+        var verify: Double
         var write: Double
         var total: Double
     }
@@ -48,12 +58,15 @@ struct FoldReport: Encodable {
     var remarks: [Remark]
     var iterations: Int
     var written: Written
+    var verification: VerificationSummary
     var seconds: Seconds
     /// Things the user should know about the output (one sentence each).
     var notes: [String] = []
 
     init(input: String, output: String, passes: [String], nodesBefore: Int, nodesAfter: Int,
-         batchNorm: BatchNormCounts, remarks: [Remark], iterations: Int, written: Written, seconds: Seconds) {
+         batchNorm: BatchNormCounts, remarks: [Remark], iterations: Int, written: Written, verification: VerificationSummary,
+         seconds: Seconds) {
+        self.verification = verification
         self.input = input; self.output = output; self.passes = passes
         self.nodesBefore = nodesBefore; self.nodesAfter = nodesAfter; self.batchnorm = batchNorm
         self.remarks = remarks; self.iterations = iterations; self.written = written; self.seconds = seconds
@@ -63,6 +76,7 @@ struct FoldReport: Encodable {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         let data = (try? encoder.encode(self)) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
@@ -75,14 +89,21 @@ struct FoldReport: Encodable {
         for remark in remarks where remark.kind == .missed {
             out += "    kept \(remark.node) [\(remark.reason)]: \(remark.message)\n"
         }
+        if verification.wholeModel == "skipped: --no-verify" {
+            out += "  verified: no (--no-verify)\n"
+        } else {
+            out += "  verified: \(verification.pairsChecked) folded pair(s) checked, \(verification.pairsFailed) failed; "
+            out += "whole model \(verification.wholeModel)"
+            out += String(format: " (worst error/bound %.3g)\n", verification.worstRatio)
+        }
         out += "  wrote \(formatBytes(written.modelBytes))"
         if let file = written.externalDataFile {
             out += " + \(file) (\(written.externalTensors) tensors, \(formatBytes(written.externalDataBytes)))"
         }
         out += "\n"
         for note in notes { out += "  note: \(note)\n" }
-        out += String(format: "  time: %.3f s (read %.3f, passes %.3f, write %.3f)\n",
-                      seconds.total, seconds.read, seconds.passes, seconds.write)
+        out += String(format: "  time: %.3f s (read %.3f, passes %.3f, verify %.3f, write %.3f)\n",
+                      seconds.total, seconds.read, seconds.passes, seconds.verify, seconds.write)
         return out
     }
 }

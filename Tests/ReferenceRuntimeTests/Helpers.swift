@@ -69,15 +69,7 @@ func expectEqual(_ actual: RuntimeTensor, shape: [Int], _ expected: [Double], _ 
 }
 
 /// Row-major multi-index of a flat position.
-func unflatten(_ index: Int, _ shape: [Int]) -> [Int] {
-    var rest = index
-    var result = [Int](repeating: 0, count: shape.count)
-    for axis in stride(from: shape.count - 1, through: 0, by: -1) {
-        result[axis] = rest % shape[axis]
-        rest /= shape[axis]
-    }
-    return result
-}
+func unflatten(_ index: Int, _ shape: [Int]) -> [Int] { Reference.unflatten(index, shape: shape) }
 
 func flatten(_ index: [Int], _ shape: [Int]) -> Int {
     var flat = 0
@@ -85,4 +77,4 @@ func flatten(_ index: [Int], _ shape: [Int]) -> Int {
     return flat
 }
 
-func product(_ shape: [Int]) -> Int { shape.reduce(1, *) }
+func product(_ shape: [Int]) -> Int { Reference.product(shape) }

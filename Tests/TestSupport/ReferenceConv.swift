@@ -108,7 +108,7 @@ public enum Reference {
     public static func product(_ shape: [Int]) -> Int { shape.reduce(1, *) }
 
     /// Row-major multi-index of flat position `index`.
-    static func unflatten(_ index: Int, shape: [Int]) -> [Int] {
+    public static func unflatten(_ index: Int, shape: [Int]) -> [Int] {
         var rest = index
         var result = [Int](repeating: 0, count: shape.count)
         for axis in stride(from: shape.count - 1, through: 0, by: -1) {

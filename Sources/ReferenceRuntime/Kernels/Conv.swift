@@ -153,8 +153,13 @@ func convolve<T: RuntimeFloat>(_ x: [T], _ w: [T], _ b: [T]?, n: Int, c: Int, m:
     let cg = c / group, mg = m / group
     let kCount = geo.kernelCount, oCount = geo.outputCount, iCount = geo.inputCount
     let rows = cg * kCount
+    // A 1×…×1 kernel with stride 1 and no padding reads each input position
+    // once, in order: im2col would be a copy of X's group block, so the
+    // gemm reads X directly.
+    let pointwise = kCount == 1 && geo.strides == [1, 1, 1] && geo.padBegin == [0, 0, 0]
+        && geo.padEnd == [0, 0, 0] && oCount == iCount
     var y = [T](repeating: 0, count: n * m * oCount)
-    var cols = [T](repeating: 0, count: rows * oCount)
+    var cols = [T](repeating: 0, count: pointwise ? 0 : rows * oCount)
     let (iD, iH, iW) = (geo.input[0], geo.input[1], geo.input[2])
     let (oD, oH, oW) = (geo.output[0], geo.output[1], geo.output[2])
     let (kD, kH, kW) = (geo.kernel[0], geo.kernel[1], geo.kernel[2])
@@ -163,7 +168,13 @@ func convolve<T: RuntimeFloat>(_ x: [T], _ w: [T], _ b: [T]?, n: Int, c: Int, m:
             y.withUnsafeMutableBufferPointer { yp in
                 cols.withUnsafeMutableBufferPointer { cp in
                     for bi in 0..<n {
-                        for g in 0..<group {
+                        for g in 0..<group where pointwise {
+                            T.gemm(transA: false, transB: false, m: mg, n: oCount, k: rows, alpha: 1,
+                                   a: wp.baseAddress! + g * mg * rows, lda: rows,
+                                   b: xp.baseAddress! + (bi * c + g * cg) * iCount, ldb: oCount, beta: 0,
+                                   c: yp.baseAddress! + (bi * m + g * mg) * oCount, ldc: oCount)
+                        }
+                        for g in 0..<group where !pointwise {
                             // im2col
                             for ci in 0..<cg {
                                 let xBase = (bi * c + g * cg + ci) * iCount

@@ -1,0 +1,268 @@
+import Foundation
+import ONNXGraph
+import ReferenceRuntime
+
+/// Checks a folded model against the model it came from, before it is
+/// written (`bnfold IN -o OUT` verifies by default).
+///
+/// Two checks, both with ``EquivalenceChecker``'s default rule (B within
+/// 8 · max(noise, u · scale) of a float64 evaluation of the original; for
+/// float16/bfloat16 models this means "no less accurate than the original"):
+///
+/// - **Pairs** (``verifyPairs(original:folded:seed:)``): every
+///   `Conv → BatchNormalization` of the original whose BN output the folded
+///   model computes with a `Conv` is cut out as two one-output models — the
+///   original Conv + BN, and the folded Conv — and run on a seeded random
+///   input `[1, C_in, s…]` with C_in = W.dims[1] · group and a small spatial
+///   size s (``pairSpatialSize(kernel:dilation:)``: the dilated kernel, at
+///   least 4), in the model's element type and in float64. Convolution is
+///   shift-invariant, so a small image exercises every weight of every
+///   output channel at a fraction of the cost of the declared size.
+/// - **Whole model** (``verifyWholeModel(original:folded:seed:)``): both
+///   models on one random input set at their declared input sizes (symbolic
+///   dimensions 1), when the reference runtime runs every operator of the
+///   original and its initializers total at most
+///   ``wholeModelWeightLimit`` bytes (above that, the reference runtime's
+///   three evaluations — element type, float64, folded — take longer than a
+///   fold should; the pair check still covers every fold).
+public enum FoldVerifier {
+    /// The initializer size above which the whole-model check is skipped (64 MiB).
+    public static let wholeModelWeightLimit = 64 << 20
+
+    /// A pair whose weight has more elements than this (2²² ≈ 4.2 M) is
+    /// checked on evenly spaced output channels (the first and last
+    /// included) whose weights stay under it; group = 1 Convs only. Each
+    /// output channel's fold is independent of the others, so this bounds
+    /// the cost (a 2048 × 2048 × 3 × 3 Conv: 227 of 2048 channels) without
+    /// skipping any kind of error that affects every channel.
+    public static let pairWeightLimit = 1 << 22
+
+    /// The verdict on one folded Conv + BatchNormalization pair.
+    public struct PairResult: Sendable {
+        /// The BatchNormalization's display name in the original.
+        public var batchNorm: String
+        /// The Conv's display name in the original.
+        public var conv: String
+        /// The BN's output, which the folded Conv now produces.
+        public var output: String
+        /// The input shape the pair was run on.
+        public var inputShape: [Int]
+        /// The Conv's output channels, and how many of them were checked
+        /// (fewer for weights above ``pairWeightLimit`` elements).
+        public var channels = 0
+        public var channelsChecked = 0
+        /// The comparison (nil when the pair could not be run; see ``problem``).
+        public var comparison: OutputComparison?
+        /// Why the pair could not be cut out or run (counts as a failure).
+        public var problem: String?
+        public var passed: Bool { problem == nil && (comparison?.equivalent ?? false) }
+        public var ratio: Double { comparison?.ratio ?? .infinity }
+
+        /// One phrase for an error line: what failed and by how much.
+        public var failureDescription: String {
+            let what = "\(batchNorm) folded into \(conv) (output '\(output)', input \(inputShape))"
+            if let problem { return "\(what): \(problem)" }
+            guard let c = comparison else { return "\(what): not compared" }
+            if let p = c.problem { return "\(what): \(p)" }
+            return "\(what): error \(fmt(c.error)) against float64 exceeds the bound \(fmt(c.bound)) "
+                + "(ratio \(fmt(c.ratio)); the original's own error \(fmt(c.referenceNoise)), scale \(fmt(c.scale)))"
+        }
+    }
+
+    /// The outcome of the whole-model check.
+    public enum WholeModel: Sendable {
+        case passed(EquivalenceReport)
+        case failed(EquivalenceReport)
+        case skipped(String)
+    }
+
+    /// The folded pairs: original BN nodes fed by a Conv whose output the
+    /// folded graph produces with a Conv (BN index, Conv index in the
+    /// original; folded Conv index).
+    public static func foldedPairs(original: Graph, folded: Graph) -> [(bn: Int, conv: Int, folded: Int)] {
+        var producerInFolded: [String: Int] = [:]
+        for (i, node) in folded.nodes.enumerated() {
+            for out in node.outputs where !out.isEmpty { producerInFolded[out] = i }
+        }
+        var producerInOriginal: [String: Int] = [:]
+        for (i, node) in original.nodes.enumerated() {
+            for out in node.outputs where !out.isEmpty { producerInOriginal[out] = i }
+        }
+        var result: [(Int, Int, Int)] = []
+        for (i, bn) in original.nodes.enumerated() where bn.isOp("BatchNormalization") {
+            guard bn.inputs.count == 5, let y = bn.outputs.first, !y.isEmpty,
+                  let convIndex = producerInOriginal[bn.inputs[0]], original.nodes[convIndex].isOp("Conv"),
+                  let f = producerInFolded[y], folded.nodes[f].isOp("Conv") else { continue }
+            result.append((i, convIndex, f))
+        }
+        return result
+    }
+
+    /// Checks every folded pair (see the type's documentation).
+    public static func verifyPairs(original: Model, folded: Model, seed: UInt64 = 0) -> [PairResult] {
+        guard let go = original.graph, let gf = folded.graph else { return [] }
+        return foldedPairs(original: go, folded: gf).enumerated().map { n, pair in
+            let bn = go.nodes[pair.bn], conv = go.nodes[pair.conv]
+            var result = PairResult(batchNorm: bn.displayName(index: pair.bn), conv: conv.displayName(index: pair.conv),
+                                    output: bn.outputs[0], inputShape: [])
+            do {
+                let weight = try constant(conv.inputs.count > 1 ? conv.inputs[1] : "", in: go)
+                guard weight.dims.count >= 3 else { throw EquivalenceError("the weight has shape \(weight.dims)") }
+                let group = Int(conv.intAttribute("group") ?? 1)
+                let kernel = weight.dims.dropFirst(2).map(Int.init)
+                let dilations = conv.intsAttribute("dilations").map { $0.map(Int.init) } ?? kernel.map { _ in 1 }
+                let spatial = zip(kernel, dilations.count == kernel.count ? dilations : kernel.map { _ in 1 })
+                    .map { pairSpatialSize(kernel: $0, dilation: $1) }
+                let shape = [1, Int(weight.dims[1]) * max(1, group)] + spatial
+                result.inputShape = shape
+                let x = InputSpec(name: "bnfold_verify_x", elementType: weight.elementType, shape: shape)
+                let channels = Int(weight.dims[0])
+                let perChannel = (weight.elementCount ?? 0) / max(1, channels)
+                var subset: [Int]? = nil
+                if group == 1, channels > 2, (weight.elementCount ?? 0) > pairWeightLimit {
+                    let k = max(2, min(channels, pairWeightLimit / max(1, perChannel)))
+                    subset = (0..<k).map { $0 * (channels - 1) / (k - 1) }
+                }
+                result.channels = channels
+                result.channelsChecked = subset?.count ?? channels
+                func models(_ subset: [Int]?) throws -> (Model, Model) {
+                    (try pairModel(nodes: [pair.conv, pair.bn], of: go, model: original, input: x, output: bn.outputs[0], channels: subset),
+                     try pairModel(nodes: [pair.folded], of: gf, model: folded, input: x, output: bn.outputs[0], channels: subset))
+                }
+                let (a, b): (Model, Model)
+                if let cut = try? models(subset) {
+                    (a, b) = cut
+                } else {
+                    // A constant that cannot be cut by channel: check them all.
+                    result.channelsChecked = channels
+                    (a, b) = try models(nil)
+                }
+                let report = try EquivalenceChecker(a: a, b: b).compare(samples: 1, seed: seed &+ UInt64(n))
+                result.comparison = report.outputs.first
+                if report.outputs.isEmpty { result.problem = "the pair produced no output" }
+            } catch {
+                result.problem = "could not be checked: \(error)"
+            }
+            return result
+        }
+    }
+
+    /// The spatial size a pair is checked at: the dilated kernel, at least 4.
+    public static func pairSpatialSize(kernel: Int, dilation: Int) -> Int {
+        max(4, (kernel - 1) * max(1, dilation) + 1)
+    }
+
+    /// Runs both models on one seeded random input set (symbolic dimensions 1).
+    public static func verifyWholeModel(original: Model, folded: Model, seed: UInt64 = 0) -> WholeModel {
+        guard let graph = original.graph else { return .skipped("the model has no graph") }
+        let unsupported = Interpreter.unsupportedOperators(in: graph)
+        if !unsupported.isEmpty { return .skipped("unsupported operators \(unsupported.joined(separator: ", "))") }
+        let bytes = initializerBytes(graph)
+        if bytes > wholeModelWeightLimit {
+            return .skipped("weights \(bytes >> 20) MiB exceed the whole-model limit of \(wholeModelWeightLimit >> 20) MiB")
+        }
+        do {
+            let report = try EquivalenceChecker(a: original, b: folded).compare(samples: 1, seed: seed)
+            return report.equivalent ? .passed(report) : .failed(report)
+        } catch {
+            return .skipped("cannot run: \(error)")
+        }
+    }
+
+    /// The bytes of the graph's initializers, from their shapes (no data is read).
+    public static func initializerBytes(_ graph: Graph) -> Int {
+        graph.initializers.reduce(0) { total, t in
+            let width: Int
+            switch t.elementType {
+            case .float16, .bfloat16, .int16, .uint16: width = 2
+            case .float, .int32, .uint32: width = 4
+            case .int8, .uint8, .bool: width = 1
+            default: width = 8
+            }
+            let (p, o) = (t.elementCount ?? 0).multipliedReportingOverflow(by: width)
+            return o ? Int.max : total.addingReportingOverflow(p).partialValue
+        }
+    }
+
+    // MARK: Cutting out a pair
+
+    /// A constant's tensor: an initializer or a `Constant` node's `value`.
+    static func constant(_ name: String, in graph: Graph) throws -> Tensor {
+        if let t = graph.initializer(named: name) { return t }
+        if let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Constant"),
+           let t = graph.nodes[p.node].attribute("value")?.t {
+            return t
+        }
+        throw EquivalenceError("'\(name)' is not an initializer or a Constant with a tensor value")
+    }
+
+    /// A model of the given nodes (in order) fed by one input `x` in place of
+    /// the first node's data input, with the constants they use (initializers,
+    /// or the `Constant` nodes producing them) and one output.
+    /// With `channels`, every constant (Conv weight and bias, BN parameters;
+    /// all indexed by output channel first) keeps only those channels.
+    static func pairModel(nodes indices: [Int], of graph: Graph, model: Model, input x: InputSpec, output: String,
+                          channels: [Int]? = nil) throws -> Model {
+        var nodes = indices.map { graph.nodes[$0] }
+        let intermediate = Set(nodes.dropLast().flatMap(\.outputs))
+        nodes[0].inputs[0] = x.name
+        var g = Graph(name: "bnfold_verify")
+        var constantNodes: [Node] = []
+        var seen = Set<String>()
+        for node in nodes {
+            for name in node.inputs where !name.isEmpty && name != x.name && !intermediate.contains(name) && seen.insert(name).inserted {
+                if let channels {
+                    var t = try channelSubset(constant(name, in: graph), channels: channels)
+                    t.name = name
+                    g.initializers.append(t)
+                } else if var t = graph.initializer(named: name) {
+                    t.name = name
+                    g.initializers.append(t)
+                } else if let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Constant") {
+                    constantNodes.append(graph.nodes[p.node])
+                } else {
+                    throw EquivalenceError("input '\(name)' of \(node.opType) is not a constant")
+                }
+            }
+        }
+        g.nodes = constantNodes + nodes
+        g.inputs = [ValueInfo(name: x.name, type: .tensor(x.elementType, dims: x.shape.map(Int64.init)))]
+        g.outputs = [ValueInfo(name: output, type: TypeProto(value: .tensor(.init(elementType: x.elementType, shape: nil))))]
+        var m = Model(irVersion: model.irVersion, opsetImports: model.opsetImports, graph: g)
+        m.functions = []
+        return m
+    }
+}
+
+/// The tensor cut to the given indices of its first dimension (bytes copied
+/// piecewise; a lazily produced tensor computes only those pieces).
+func channelSubset(_ t: Tensor, channels: [Int]) throws -> Tensor {
+    guard let first = t.dims.first, first > 0, let count = t.elementCount else {
+        throw EquivalenceError("tensor '\(t.name ?? "")' has no channel dimension")
+    }
+    let bytes = try t.dataBytes()
+    let blockBytes = bytes.count / Int(first)
+    guard blockBytes * Int(first) == bytes.count, count % Int(first) == 0, channels.allSatisfy({ $0 >= 0 && $0 < Int(first) }) else {
+        throw EquivalenceError("tensor '\(t.name ?? "")' cannot be cut by channel")
+    }
+    var out = [UInt8](repeating: 0, count: blockBytes * channels.count)
+    out.withUnsafeMutableBytes { dst in
+        for (j, c) in channels.enumerated() {
+            let piece = UnsafeMutableRawBufferPointer(rebasing: dst[j * blockBytes ..< (j + 1) * blockBytes])
+            if let producer = bytes.producer {
+                producer.produce(offset: c * blockBytes, into: piece)
+            } else {
+                bytes.withUnsafeBytes { src in
+                    piece.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[c * blockBytes ..< (c + 1) * blockBytes]))
+                }
+            }
+        }
+    }
+    var result = Tensor(name: t.name, elementType: t.elementType, dims: [Int64(channels.count)] + t.dims.dropFirst())
+    result.rawData = ByteBuffer(out)
+    return result
+}
+
+func fmt(_ x: Double?) -> String {
+    x.map { String(format: "%.3g", $0) } ?? "-"
+}

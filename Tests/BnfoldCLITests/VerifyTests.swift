@@ -1,0 +1,61 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// `bnfold IN -o OUT` verifies the fold before writing (FoldVerifier).
+@Suite("bnfold fold verification")
+struct VerifyTests {
+    static func json(_ text: String) throws -> [String: Any] {
+        try #require(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    @Test(arguments: [("torch_tiny_resnet.onnx", 6), ("torch_resnet18.onnx", 20)])
+    func normalFoldIsVerified(fixture: String, pairs: Int) throws {
+        let scratch = ScratchDirectory()
+        let r = try runBnfold([TestPaths.fixture(fixture), "-o", scratch.file("out.onnx"), "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let v = try #require(Self.json(r.stdout)["verification"] as? [String: Any])
+        #expect(v["pairs_checked"] as? Int == pairs)
+        #expect(v["pairs_failed"] as? Int == 0)
+        #expect(v["whole_model"] as? String == "passed")
+        let worst = try #require(v["worst_ratio"] as? Double)
+        #expect(worst > 0 && worst < 1)
+        let text = try runBnfold([TestPaths.fixture(fixture), "-o", scratch.file("out2.onnx")])
+        #expect(text.stdout.contains("verified: \(pairs) folded pair(s) checked, 0 failed; whole model passed"))
+    }
+
+    @Test func noVerifySkips() throws {
+        let scratch = ScratchDirectory()
+        let r = try runBnfold([TestPaths.fixture("torch_tiny_resnet.onnx"), "-o", scratch.file("out.onnx"), "--json", "--no-verify"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let v = try #require(Self.json(r.stdout)["verification"] as? [String: Any])
+        #expect(v["whole_model"] as? String == "skipped: --no-verify")
+        #expect(v["pairs_checked"] as? Int == 0)
+    }
+
+    @Test func unsupportedOperatorsSkipTheWholeModel() throws {
+        let scratch = ScratchDirectory()
+        let r = try runBnfold([TestPaths.fixture("subgraph_if.onnx"), "-o", scratch.file("out.onnx"), "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let v = try #require(Self.json(r.stdout)["verification"] as? [String: Any])
+        #expect(v["whole_model"] as? String == "skipped: unsupported operators If")
+        #expect(v["pairs_checked"] as? Int == 1)
+    }
+
+    // Uses the CLI's test hook BNFOLD_TEST_BREAK_FOLD=1 (FoldCommand.swift,
+    // `TestHook`): the first folded weight is scaled by 1.01 after the passes.
+    @Test func failedVerificationWritesNothing() throws {
+        let scratch = ScratchDirectory()
+        let input = TestPaths.fixture("torch_tiny_resnet.onnx")
+        let r = try runBnfold([input, "-o", scratch.file("out.onnx")], environment: ["BNFOLD_TEST_BREAK_FOLD": "1"])
+        #expect(r.status == 1)
+        #expect(r.stdout.isEmpty)
+        #expect(r.stderr.hasPrefix("bnfold: error: \(input): verification failed: "))
+        #expect(r.stderr.contains("/stem/stem.1/BatchNormalization"))
+        #expect(r.stderr.split(separator: "\n").count == 1)
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("out.onnx")))
+        // --no-verify writes even the broken fold (the hook still applies).
+        let unchecked = try runBnfold([input, "-o", scratch.file("out.onnx"), "--no-verify"], environment: ["BNFOLD_TEST_BREAK_FOLD": "1"])
+        #expect(unchecked.status == 0)
+    }
+}

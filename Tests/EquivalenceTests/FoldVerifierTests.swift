@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+import Equivalence
+import GraphPasses
+import ONNXFile
+import ONNXGraph
+import TestSupport
+
+/// A deliberately wrong fold, for these tests only: Conv → BN folded with
+/// ε = 0 (the "forgotten ε" mistake). Only initializer weights, group = 1.
+struct FoldWithoutEpsilon: GraphPass {
+    let name = "test-fold-without-epsilon"
+    let summary = "folds BatchNormalization ignoring ε (wrong on purpose)"
+
+    func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
+        var modified = false
+        while let bnIndex = graph.nodes.firstIndex(where: { n in
+            n.isOp("BatchNormalization") && graph.value(named: n.inputs[0]).producer.map { graph.nodes[$0.node].isOp("Conv") } == true
+        }) {
+            let bn = graph.nodes[bnIndex]
+            let convIndex = graph.value(named: bn.inputs[0]).producer!.node
+            let conv = graph.nodes[convIndex]
+            let w = graph.initializer(named: conv.inputs[1])!
+            let p = try bn.inputs[1...4].map { try graph.initializer(named: $0)!.doubles() }
+            let channels = Int(w.dims[0])
+            let b = conv.inputs.count > 2 ? try graph.initializer(named: conv.inputs[2])!.doubles() : [Double](repeating: 0, count: channels)
+            let s = (0..<channels).map { p[0][$0] / p[3][$0].squareRoot() }   // no ε
+            let per = w.elementCount! / channels
+            let wv = try w.doubles()
+            let newW = makeTensor(conv.inputs[1] + "_broken", w.elementType, dims: w.dims.map(Int.init),
+                                  values: wv.indices.map { wv[$0] * s[$0 / per] })
+            let newB = makeTensor(conv.inputs[1] + "_broken_bias", w.elementType, dims: [channels],
+                                  values: (0..<channels).map { (b[$0] - p[2][$0]) * s[$0] + p[1][$0] })
+            graph.initializers += [newW, newB]
+            var folded = conv
+            folded.inputs = [conv.inputs[0], newW.name!, newB.name!]
+            folded.outputs = [bn.outputs[0]]
+            graph.nodes[convIndex] = folded
+            graph.nodes.remove(at: bnIndex)
+            modified = true
+        }
+        return PassResult(modified: modified)
+    }
+}
+
+@Suite("fold verification")
+struct FoldVerifierTests {
+    static func fold(_ model: Model, with pass: any GraphPass = FoldBatchNorm()) throws -> Model {
+        var m = model
+        _ = try PassManager(passes: [pass]).run(on: &m)
+        return m
+    }
+
+    @Test(arguments: ["torch_tiny_resnet.onnx", "torch_resnet18.onnx", "conv2d_bn_fp16.onnx", "conv2d_bn_bf16.onnx", "conv2d_bn_f64.onnx"])
+    func correctFoldPasses(fixture: String) throws {
+        let original = try ModelReader.read(path: TestPaths.fixture(fixture))
+        let folded = try Self.fold(original)
+        let pairs = FoldVerifier.verifyPairs(original: original, folded: folded)
+        let expected = original.graph!.nodes.filter { $0.isOp("BatchNormalization") }.count
+        #expect(pairs.count == expected)
+        for p in pairs {
+            #expect(p.passed, "\(p.failureDescription)")
+            #expect(p.ratio < 1)
+        }
+        let whole = FoldVerifier.verifyWholeModel(original: original, folded: folded)
+        guard case .passed(let report) = whole else { Issue.record("whole model: \(whole)"); return }
+        print("[measure] \(fixture): worst pair ratio \(pairs.map(\.ratio).max() ?? 0), whole model \(report.outputs.map(\.ratio).max() ?? 0)")
+    }
+
+    @Test func foldWithoutEpsilonIsCaught() throws {
+        let original = try ModelReader.read(path: TestPaths.fixture("torch_tiny_resnet.onnx"))
+        let broken = try Self.fold(original, with: FoldWithoutEpsilon())
+        let pairs = FoldVerifier.verifyPairs(original: original, folded: broken)
+        #expect(pairs.count == 6)
+        #expect(pairs.contains { !$0.passed })
+        print("[measure] fold without ε: pair ratios \(pairs.map(\.ratio))")
+        guard case .failed = FoldVerifier.verifyWholeModel(original: original, folded: broken) else {
+            Issue.record("the whole-model check should fail"); return
+        }
+    }
+
+    @Test func largeWeightsAreCheckedOnSampledChannels() throws {
+        // Conv 512 → 1024, 3×3: 4.7 M weights > pairWeightLimit.
+        var rng = SeededGenerator(seed: 5)
+        let cout = 1024, cin = 512
+        let w = (0..<cout * cin * 9).map { Double(($0 &* 7919) % 1000) / 50_000 - 0.01 }   // cheap, float-exact enough
+        let c = [cout]
+        let graph = Graph(name: "big", nodes: [
+            Node(opType: "Conv", inputs: ["x", "W"], outputs: ["c"], name: "conv", attributes: [.ints("pads", [1, 1, 1, 1])]),
+            Node(opType: "BatchNormalization", inputs: ["c", "g", "b", "m", "v"], outputs: ["y"], name: "bn"),
+        ], inputs: [valueInfo("x", .float, dims: [1, cin, 7, 7])],
+           outputs: [valueInfo("y", .float, dims: [1, cout, 7, 7])],
+           initializers: [
+            makeTensor("W", .float, dims: [cout, cin, 3, 3], values: w),
+            makeTensor("g", .float, dims: c, values: rng.uniforms(cout, 0.5...1.5)),
+            makeTensor("b", .float, dims: c, values: rng.uniforms(cout, -1...1)),
+            makeTensor("m", .float, dims: c, values: rng.uniforms(cout, -1...1)),
+            makeTensor("v", .float, dims: c, values: rng.uniforms(cout, 0.25...2)),
+           ])
+        let original = Model(irVersion: 8, opsetImports: [OperatorSetID(domain: "", version: 17)], graph: graph)
+        let pairs = FoldVerifier.verifyPairs(original: original, folded: try Self.fold(original))
+        #expect(pairs.count == 1)
+        #expect(pairs.first?.passed == true, "\(pairs.first?.failureDescription ?? "")")
+        #expect(pairs.first?.channels == cout)
+        #expect((pairs.first?.channelsChecked ?? 0) < cout)
+        let broken = FoldVerifier.verifyPairs(original: original, folded: try Self.fold(original, with: FoldWithoutEpsilon()))
+        #expect(broken.first?.passed == false)
+    }
+}
