@@ -221,14 +221,7 @@ struct CheckReport: Encodable {
         case tool, version, modelA, modelB, samples, seed, rule, k, rtol, atol, equivalent, outputs
     }
 
-    func json() -> String {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        let data = (try? encoder.encode(self)) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
+    func json() -> String { reportJSON(self) }
 
     func text() -> String {
         func g(_ x: Double?) -> String { x.map { String(format: "%.3g", $0) } ?? "-" }

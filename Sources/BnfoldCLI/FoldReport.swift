@@ -72,14 +72,7 @@ struct FoldReport: Encodable {
         self.remarks = remarks; self.iterations = iterations; self.written = written; self.seconds = seconds
     }
 
-    func json() -> String {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        let data = (try? encoder.encode(self)) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
+    func json() -> String { reportJSON(self) }
 
     func text() -> String {
         var out = "bnfold \(version): \(input) -> \(output)\n"
@@ -113,4 +106,16 @@ func formatBytes(_ n: Int) -> String {
     if n < 1 << 20 { return String(format: "%.1f KiB", Double(n) / 1024) }
     if n < 1 << 30 { return String(format: "%.1f MiB", Double(n) / 1048576) }
     return String(format: "%.2f GiB", Double(n) / 1073741824)
+}
+
+/// A report as one line of JSON: snake_case keys, sorted, infinities and NaN
+/// as strings (so the output is always valid JSON). Key names are part of
+/// the command-line contract.
+func reportJSON<T: Encodable>(_ report: T) -> String {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    let data = (try? encoder.encode(report)) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
 }

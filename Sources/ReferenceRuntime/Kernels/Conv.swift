@@ -66,20 +66,8 @@ func windowGeometry(_ ctx: KernelContext, inputSpatial: [Int], kernel: [Int], ce
         if ceilMode, (out - 1) * strides[i] >= inputSpatial[i] + pads[i] { out -= 1 }
         output[i] = out
     }
-    _ = try checkedCount(output)
-    _ = try checkedCount(kernel)
-    var g = Geometry3()
-    let shift = 3 - rank
-    for i in 0..<rank {
-        g.input[shift + i] = inputSpatial[i]
-        g.kernel[shift + i] = kernel[i]
-        g.strides[shift + i] = strides[i]
-        g.dilations[shift + i] = dilations[i]
-        g.padBegin[shift + i] = pads[i]
-        g.padEnd[shift + i] = pads[rank + i]
-        g.output[shift + i] = output[i]
-    }
-    return g
+    return try Geometry3(rank: rank, input: inputSpatial, kernel: kernel, strides: strides, dilations: dilations,
+                         pads: pads, output: output)
 }
 
 /// The last `rank` entries of a Geometry3 array (undoes the front padding).
@@ -256,20 +244,8 @@ func transposeGeometry(_ ctx: KernelContext, inputSpatial: [Int], kernel: [Int])
         }
         guard output[i] >= 1 else { throw KernelError("empty output on spatial axis \(i)") }
     }
-    _ = try checkedCount(output)
-    _ = try checkedCount(kernel)
-    var g = Geometry3()
-    let shift = 3 - rank
-    for i in 0..<rank {
-        g.input[shift + i] = inputSpatial[i]
-        g.kernel[shift + i] = kernel[i]
-        g.strides[shift + i] = strides[i]
-        g.dilations[shift + i] = dilations[i]
-        g.padBegin[shift + i] = pads[i]
-        g.padEnd[shift + i] = pads[rank + i]
-        g.output[shift + i] = output[i]
-    }
-    return g
+    return try Geometry3(rank: rank, input: inputSpatial, kernel: kernel, strides: strides, dilations: dilations,
+                         pads: pads, output: output)
 }
 
 /// ConvTranspose: for each batch item and group, `cols = W_gᵀ · X_g` (one
@@ -329,4 +305,24 @@ func convolveTransposed<T: RuntimeFloat>(_ x: [T], _ w: [T], _ b: [T]?, n: Int, 
         }
     }
     return y
+}
+
+extension Geometry3 {
+    /// Spatial axes padded to three (leading axes of size 1), after checking
+    /// that the output and kernel sizes are countable.
+    init(rank: Int, input: [Int], kernel: [Int], strides: [Int], dilations: [Int], pads: [Int], output: [Int]) throws {
+        _ = try checkedCount(output)
+        _ = try checkedCount(kernel)
+        self.init()
+        let shift = 3 - rank
+        for i in 0..<rank {
+            self.input[shift + i] = input[i]
+            self.kernel[shift + i] = kernel[i]
+            self.strides[shift + i] = strides[i]
+            self.dilations[shift + i] = dilations[i]
+            self.padBegin[shift + i] = pads[i]
+            self.padEnd[shift + i] = pads[rank + i]
+            self.output[shift + i] = output[i]
+        }
+    }
 }
