@@ -27,3 +27,18 @@ def conv_bn_relu(nodes, x, conv_prefix, bn_prefix, i):
                                   [bn_out], name=bn_out, epsilon=1e-5))
     nodes.append(helper.make_node("Relu", [bn_out], [relu_out], name=relu_out))
     return relu_out
+
+
+def cached_model_path(out_dir, prefix, key):
+    """(path, cached): where the model for `key` lives in `out_dir`, and
+    whether it is already there. When it is not, models of other parameters
+    (same prefix) are removed first, so the cache holds one model per kind."""
+    import os
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{prefix}{key}.onnx")
+    if os.path.isfile(path):
+        return path, True
+    for name in os.listdir(out_dir):
+        if name.startswith(prefix) and name.endswith(".onnx"):
+            os.remove(os.path.join(out_dir, name))
+    return path, False

@@ -140,17 +140,11 @@ def main():
 
     params = parameters(args)
     key = cache_key(params)
-    os.makedirs(args.out_dir, exist_ok=True)
-    path = os.path.join(args.out_dir, f"{PREFIX}{key}.onnx")
-
-    if os.path.isfile(path):
+    path, cached = benchcache.cached_model_path(args.out_dir, PREFIX, key)
+    if cached:
         print(f"model: cached {path}", file=sys.stderr)
         print(path)
         return
-
-    for name in os.listdir(args.out_dir):  # stale models from other parameters
-        if name.startswith(PREFIX) and name.endswith(".onnx"):
-            os.remove(os.path.join(args.out_dir, name))
 
     expected = weight_bytes(args.width)
     print(f"model: generating {path} (VGG-11-BN shape, width x{args.width}, "

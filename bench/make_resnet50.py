@@ -134,15 +134,11 @@ def main():
 
     params = parameters(args)
     key = benchcache.cache_key(params, __file__)
-    os.makedirs(args.out_dir, exist_ok=True)
-    path = os.path.join(args.out_dir, f"{PREFIX}{key}.onnx")
-    if os.path.isfile(path):
+    path, cached = benchcache.cached_model_path(args.out_dir, PREFIX, key)
+    if cached:
         print(f"model: cached {path}", file=sys.stderr)
         print(path)
         return
-    for name in os.listdir(args.out_dir):  # stale models from other parameters
-        if name.startswith(PREFIX) and name.endswith(".onnx"):
-            os.remove(os.path.join(args.out_dir, name))
 
     print(f"model: generating {path} (ResNet-50 shape, batch {args.batch}, {args.image}x{args.image}) ...",
           file=sys.stderr)
