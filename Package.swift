@@ -85,7 +85,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BnfoldCLITests",
-            dependencies: ["BnfoldCLI", "ONNXFile", "ONNXGraph", "GraphPasses", "TestSupport", "bnfold"]
+            dependencies: ["BnfoldCLI", "ONNXFile", "ONNXGraph", "GraphPasses", "Equivalence", "TestSupport", "bnfold"]
         ),
         .testTarget(
             name: "EquivalenceTests",

@@ -34,7 +34,7 @@ struct Check: ParsableCommand {
     var inputShapes: [String] = []
 
     @Option(help: "Random input sets to compare on (inputs given as files are the same in each).")
-    var samples: Int = 2
+    var samples: Int = 1
 
     @Option(help: "Seed of the random inputs.")
     var seed: UInt64 = 0
@@ -102,8 +102,12 @@ struct Check: ParsableCommand {
             for (name, file) in try inputFiles() { given[name] = try InputFile.read(file) }
             let checker = EquivalenceChecker(a: a, b: b, tolerance: tolerance)
             let report: EquivalenceReport
+            let line = ProgressLine.onTerminal()
+            defer { line?.finish() }
             do {
-                report = try checker.compare(given: given, shapes: parsedShapes(), samples: samples, seed: seed)
+                report = try checker.compare(given: given, shapes: parsedShapes(), samples: samples, seed: seed,
+                                             progress: line.map { line in { line.update(Check.status($0)) } })
+                line?.finish()
             } catch let error as EquivalenceError {
                 throw ModelFileError(file: modelA, error.message)
             } catch let error as RuntimeError {
@@ -116,6 +120,11 @@ struct Check: ParsableCommand {
             printError(error.description)
             throw ExitStatus.inputError
         }
+    }
+
+    /// The progress line's text, e.g. `bnfold check: sample 1/2, A in float64: node 40/176`.
+    static func status(_ p: CheckProgress) -> String {
+        "bnfold check: sample \(p.sample)/\(p.samples), \(p.run.rawValue): node \(p.node)/\(p.nodes)"
     }
 
     static func readModel(_ path: String) throws -> Model {

@@ -51,8 +51,8 @@ public struct EquivalenceReport: Sendable {
 /// Runs two models on the same inputs and judges each output.
 ///
 /// **Default rule.** Per output, over all samples: A runs in its own
-/// precision and in float64 (``Precision/retyped(_:to:)``: every float
-/// tensor widened exactly), B in its own precision. With A64 the reference,
+/// precision and in float64 (``Interpreter/computingInFloat64()``: every
+/// float tensor widened exactly), B in its own precision. With A64 the reference,
 ///
 ///     noise = max |A − A64|     (how far the original's own rounding moves it)
 ///     scale = max |A64|
@@ -103,8 +103,12 @@ public struct EquivalenceChecker {
 
     /// Compares the models on `samples` input sets: `given` inputs are used
     /// as they are, the others drawn from a standard normal (seeded).
+    ///
+    /// `progress`, when given, is called after every node of every run (on
+    /// the calling thread) so that a caller can show how far a long check is.
     public func compare(given: [String: RuntimeTensor] = [:], shapes: [String: [Int]] = [:],
-                        samples: Int = 1, seed: UInt64 = 0) throws -> EquivalenceReport {
+                        samples: Int = 1, seed: UInt64 = 0,
+                        progress: ((CheckProgress) -> Void)? = nil) throws -> EquivalenceReport {
         let specs = try inputSpecs(shapes: shapes)
         for name in given.keys where !specs.contains(where: { $0.name == name }) {
             throw EquivalenceError("--input names '\(name)', which is not an input of the models (they are: \(specs.map { "'\($0.name)'" }.joined(separator: ", ")))")
@@ -120,7 +124,7 @@ public struct EquivalenceChecker {
         var runA64: Interpreter? = nil
         var runA32: Interpreter? = nil   // the noise proxy for double models
         if case .derived = tolerance {
-            runA64 = try Interpreter(graph: Precision.retyped(a.graph!, to: .double), opset: opset)
+            runA64 = try runA.computingInFloat64()
             let outputTypes = a.graph!.outputs.compactMap { $0.type?.tensorType?.elementType }
             if outputTypes.contains(.double) {
                 runA32 = try Interpreter(graph: Precision.retyped(a.graph!, to: .float), opset: opset)
@@ -131,13 +135,20 @@ public struct EquivalenceChecker {
         var rng = SplitMix64(seed: seed)
         var accumulators: [String: Accumulator] = [:]
         let outputNames = a.graph!.outputs.compactMap(\.name).filter { !$0.isEmpty }
-        for _ in 0..<sampleCount {
+        for sample in 0..<sampleCount {
             var feeds: [String: RuntimeTensor] = [:]
             for spec in specs { feeds[spec.name] = try given[spec.name] ?? spec.random(&rng) }
-            let ya = try runA.run(inputs: feeds)
-            let yb = try runB.run(inputs: feeds)
-            let y64 = try runA64?.run(inputs: feeds.mapValues(widened))
-            let y32 = try runA32?.run(inputs: feeds.mapValues { try narrowed($0) })
+            func observer(_ run: CheckProgress.Run, _ interpreter: Interpreter) -> ((Int, Double) -> Void)? {
+                guard let progress else { return nil }
+                let nodes = interpreter.graph.nodes.count
+                return { index, _ in
+                    progress(CheckProgress(sample: sample + 1, samples: sampleCount, run: run, node: index + 1, nodes: nodes))
+                }
+            }
+            let ya = try runA.run(inputs: feeds, observe: observer(.a, runA))
+            let yb = try runB.run(inputs: feeds, observe: observer(.b, runB))
+            let y64 = try runA64.map { try $0.run(inputs: feeds, observe: observer(.aFloat64, $0)) }
+            let y32 = try runA32.map { try $0.run(inputs: feeds.mapValues { try narrowed($0) }, observe: observer(.aFloat32, $0)) }
             for name in outputNames {
                 guard let va = ya[name] else { continue }
                 var acc = accumulators[name] ?? Accumulator(name: name, a: va)
@@ -150,9 +161,25 @@ public struct EquivalenceChecker {
     }
 }
 
-func widened(_ t: RuntimeTensor) throws -> RuntimeTensor {
-    guard t.elementType.isFoldableFloat, t.elementType != .double else { return t }
-    return RuntimeTensor(shape: t.shape, doubles: t.doubles())
+/// Where a running comparison is: which sample, which model run, which node.
+public struct CheckProgress: Sendable, Equatable {
+    public enum Run: String, Sendable {
+        case a = "A"
+        case b = "B"
+        case aFloat64 = "A in float64"
+        case aFloat32 = "A in float32"
+    }
+    /// 1-based sample number and the number of samples.
+    public var sample: Int
+    public var samples: Int
+    public var run: Run
+    /// 1-based index of the node just finished, and the graph's node count.
+    public var node: Int
+    public var nodes: Int
+
+    public init(sample: Int, samples: Int, run: Run, node: Int, nodes: Int) {
+        self.sample = sample; self.samples = samples; self.run = run; self.node = node; self.nodes = nodes
+    }
 }
 
 func narrowed(_ t: RuntimeTensor) throws -> RuntimeTensor {

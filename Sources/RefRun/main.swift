@@ -3,7 +3,8 @@
 // `make bench` to time it).
 //
 //   refrun IN.onnx OUT.onnx
-//   refrun --time N IN.onnx
+//   refrun --time N [--float64] IN.onnx
+//   refrun --profile N [--float64] IN.onnx
 //
 // First form: graph inputs are taken from initializers of the same name (the
 // caller stores the inputs there). OUT.onnx is a model whose graph holds one
@@ -15,6 +16,12 @@
 // is run once to warm up, then N times, and one JSON line is printed:
 // {"runs": N, "median_ms": …, "min_ms": …, "max_ms": …, "load_ms": …,
 //  "blas_threads": …} (blas_threads: OpenBLAS's thread count, -1 if unknown).
+//
+// With --float64 the timed runs compute in float64
+// (`Interpreter.computingInFloat64()`, the reference run of `bnfold check`).
+//
+// Third form: like --time, then a table on stderr of the wall time per
+// operator type (summed over the N runs, divided by N), largest first.
 //
 // Exit 0 on success, 1 when the runtime refuses or fails (one line on
 // stderr), 2 on bad usage or unreadable input.
@@ -30,7 +37,7 @@ func fail(_ message: String, code: Int32) -> Never {
     exit(code)
 }
 
-let usage = "usage: refrun IN.onnx OUT.onnx | refrun --time N IN.onnx"
+let usage = "usage: refrun IN.onnx OUT.onnx | refrun --time N [--float64] IN.onnx | refrun --profile N [--float64] IN.onnx"
 let arguments = CommandLine.arguments
 
 /// Monotonic time in milliseconds.
@@ -69,12 +76,13 @@ func normals(count: Int, seed: UInt64) -> [Double] {
     return values
 }
 
-func timing(runs: Int, path: String) -> Never {
+func timing(runs: Int, path: String, profile: Bool, float64: Bool) -> Never {
     let t0 = now()
     let model: Model
     do { model = try ModelReader.read(path: path) } catch { fail("\(error)", code: 2) }
     do {
-        let interpreter = try Interpreter(model: model)
+        let declared = try Interpreter(model: model)
+        let interpreter = float64 ? try declared.computingInFloat64() : declared
         let loadMs = now() - t0
         let initializers = Set(interpreter.graph.initializers.compactMap(\.name))
         var inputs: [String: RuntimeTensor] = [:]
@@ -95,10 +103,24 @@ func timing(runs: Int, path: String) -> Never {
         }
         _ = try interpreter.run(inputs: inputs)  // warm-up
         var times: [Double] = []
+        var perOperator: [String: Double] = [:]
+        let nodes = interpreter.graph.nodes
         for _ in 0..<runs {
             let start = now()
-            _ = try interpreter.run(inputs: inputs)
+            if profile {
+                _ = try interpreter.run(inputs: inputs) { index, seconds in perOperator[nodes[index].opType, default: 0] += seconds }
+            } else {
+                _ = try interpreter.run(inputs: inputs)
+            }
             times.append(now() - start)
+        }
+        if profile {
+            let total = perOperator.values.reduce(0, +)
+            for (op, seconds) in perOperator.sorted(by: { $0.value > $1.value }) {
+                let padded = op.padding(toLength: max(24, op.count), withPad: " ", startingAt: 0)
+                FileHandle.standardError.write(Data((padded + String(format: " %8.2f ms  %5.1f %%\n",
+                                                                     seconds * 1e3 / Double(runs), 100 * seconds / total)).utf8))
+            }
         }
         times.sort()
         let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
@@ -111,9 +133,12 @@ func timing(runs: Int, path: String) -> Never {
     }
 }
 
-if arguments.count == 4, arguments[1] == "--time" {
-    guard let runs = Int(arguments[2]), runs >= 1 else { fail("--time needs a number of runs ≥ 1; \(usage)", code: 2) }
-    timing(runs: runs, path: arguments[3])
+if arguments.count >= 4, arguments[1] == "--time" || arguments[1] == "--profile" {
+    let float64 = arguments.count == 5 && arguments[3] == "--float64"
+    guard arguments.count == 4 || float64, let runs = Int(arguments[2]), runs >= 1 else {
+        fail("\(arguments[1]) needs a number of runs ≥ 1; \(usage)", code: 2)
+    }
+    timing(runs: runs, path: arguments[arguments.count - 1], profile: arguments[1] == "--profile", float64: float64)
 }
 guard arguments.count == 3, !arguments[1].hasPrefix("--") else { fail(usage, code: 2) }
 let model: Model

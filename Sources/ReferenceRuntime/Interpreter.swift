@@ -33,23 +33,36 @@ struct KernelError: Error, CustomStringConvertible {
 /// operator outside ``supportedOperators`` — or from another domain — is an
 /// error naming the node, never a silent pass.
 public struct Interpreter {
+    /// The graph as run: in float64 mode, a copy whose float types, `Cast`
+    /// targets and constant attributes are double (initializers stay as
+    /// loaded and are widened as nodes read them).
     public let graph: Graph
     /// The default-domain opset version (attribute defaults depend on it).
     public let opset: Int64
+    /// True when every floating-point value is computed in float64.
+    public let computesInFloat64: Bool
     private let constants: [String: RuntimeTensor]
 
     public init(graph: Graph, opset: Int64) throws {
         self.graph = graph
         self.opset = opset
+        self.computesInFloat64 = false
         var constants: [String: RuntimeTensor] = [:]
         for t in graph.initializers {
             guard let name = t.name, !name.isEmpty else { continue }
             do {
-                constants[name] = try RuntimeTensor(t)
+                constants[name] = try RuntimeTensor(t, releasingSource: true)
             } catch {
                 throw RuntimeError(node: "", opType: "", problem: "initializer '\(name)': \(error)")
             }
         }
+        self.constants = constants
+    }
+
+    private init(graph: Graph, opset: Int64, computesInFloat64: Bool, constants: [String: RuntimeTensor]) {
+        self.graph = graph
+        self.opset = opset
+        self.computesInFloat64 = computesInFloat64
         self.constants = constants
     }
 
@@ -62,6 +75,20 @@ public struct Interpreter {
             throw RuntimeError(node: "", opType: "", problem: "the model imports no default-domain opset")
         }
         try self.init(graph: graph, opset: opset)
+    }
+
+    /// The same network computed in float64: float, float16 and bfloat16
+    /// inputs, outputs, `Cast` targets and constants all become double
+    /// (widening is exact), so the only rounding left is float64's.
+    ///
+    /// The loaded initializers are shared, not copied: each is widened when
+    /// a node reads it and dropped after, so a float64 reference run of a
+    /// large model holds one extra layer's weights at a time instead of a
+    /// double-size copy of all of them.
+    public func computingInFloat64() throws -> Interpreter {
+        if computesInFloat64 { return self }
+        let retyped = try graph.retypingFloats(to: .double, initializers: false)
+        return Interpreter(graph: retyped, opset: opset, computesInFloat64: true, constants: constants)
     }
 
     /// Operators of the default domain this runtime executes.
@@ -89,27 +116,38 @@ public struct Interpreter {
 
     /// Runs the graph. `inputs` gives every graph input that is not an
     /// initializer; returns every graph output by name.
-    public func run(inputs: [String: RuntimeTensor]) throws -> [String: RuntimeTensor] {
+    ///
+    /// `observe`, when given, is called after each node with the node's
+    /// index and its wall time in seconds (for profiling).
+    public func run(inputs: [String: RuntimeTensor],
+                    observe: ((_ nodeIndex: Int, _ seconds: Double) -> Void)? = nil) throws -> [String: RuntimeTensor] {
         var values = constants
         for input in graph.inputs {
             guard let name = input.name, !name.isEmpty else { continue }
-            if let given = inputs[name] {
+            if var given = inputs[name] {
+                if computesInFloat64 { given = given.widenedToDouble() }
                 try Interpreter.check(given, against: input)
                 values[name] = given
             } else if values[name] == nil {
                 throw RuntimeError(node: "", opType: "", problem: "graph input '\(name)' was not given")
             }
         }
-        for (name, value) in inputs where values[name] == nil { values[name] = value }
+        for (name, value) in inputs where values[name] == nil {
+            values[name] = computesInFloat64 ? value.widenedToDouble() : value
+        }
 
-        // Free each intermediate after its last read (graph outputs are kept).
+        // Free each intermediate after its last read (graph outputs are kept):
+        // it leaves `values` before the node runs, so a kernel holding the
+        // only reference may reuse its buffer for the result.
         var lastUse: [String: Int] = [:]
         for (i, node) in graph.nodes.enumerated() { for name in node.inputs where !name.isEmpty { lastUse[name] = i } }
         let outputNames = Set(graph.outputs.compactMap(\.name))
+        let clock = ContinuousClock()
 
         for (index, node) in graph.nodes.enumerated() {
-            let display = node.displayName(index: index)
-            func fail(_ problem: String) -> RuntimeError { RuntimeError(node: display, opType: node.opType, problem: problem) }
+            let started = observe == nil ? nil : clock.now
+            let display = { node.displayName(index: index) }
+            func fail(_ problem: String) -> RuntimeError { RuntimeError(node: display(), opType: node.opType, problem: problem) }
             guard node.isDefaultDomain else {
                 throw fail("operator \(node.domain ?? ""):\(node.opType) is not supported (only the default ONNX domain is)")
             }
@@ -117,13 +155,16 @@ public struct Interpreter {
                 throw fail("operator \(node.opType) is not supported")
             }
             guard node.subgraphs.isEmpty else { throw fail("nodes with subgraphs are not supported") }
-            var args: [RuntimeTensor?] = []
+            let context = KernelContext(node: node, opset: opset)
+            context.inputs.reserveCapacity(node.inputs.count)
             for name in node.inputs {
-                if name.isEmpty { args.append(nil); continue }
+                if name.isEmpty { context.inputs.append(nil); continue }
                 guard let v = values[name] else { throw fail("input '\(name)' is not defined") }
-                args.append(v)
+                context.inputs.append(computesInFloat64 && constants[name] != nil ? v.widenedToDouble() : v)
             }
-            let context = KernelContext(node: node, inputs: args, opset: opset)
+            for name in node.inputs where !name.isEmpty && lastUse[name] == index && !outputNames.contains(name) && constants[name] == nil {
+                values[name] = nil
+            }
             var results: [RuntimeTensor]
             do {
                 results = try kernel(context)
@@ -135,11 +176,13 @@ public struct Interpreter {
                     throw fail("output \(slot) ('\(name)') is not supported by this runtime")
                 }
                 var r = results[slot]
+                results[slot] = RuntimeTensor(shape: [], elementType: .undefined, storage: .int([]))
                 r.roundToElementType()
                 values[name] = r
             }
-            for name in node.inputs where !name.isEmpty && lastUse[name] == index && !outputNames.contains(name) && constants[name] == nil {
-                values[name] = nil
+            if let started, let observe {
+                let d = clock.now - started
+                observe(index, Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
             }
         }
         var outputs: [String: RuntimeTensor] = [:]
@@ -148,7 +191,7 @@ public struct Interpreter {
             guard let v = values[name] else {
                 throw RuntimeError(node: "", opType: "", problem: "graph output '\(name)' was not computed")
             }
-            outputs[name] = v
+            outputs[name] = computesInFloat64 ? v.widenedToDouble() : v
         }
         return outputs
     }
@@ -177,10 +220,26 @@ extension Interpreter {
 
 /// What a kernel sees: its node (attributes), its inputs (nil for an omitted
 /// optional input) and the opset.
-struct KernelContext {
+final class KernelContext {
     let node: Node
-    let inputs: [RuntimeTensor?]
+    /// Inputs in node order; a kernel may ``take(_:)`` one to reuse its buffer.
+    var inputs: [RuntimeTensor?] = []
     let opset: Int64
+
+    init(node: Node, opset: Int64, inputs: [RuntimeTensor?] = []) {
+        self.node = node
+        self.opset = opset
+        self.inputs = inputs
+    }
+
+    /// A required input, moved out of the context: when the interpreter
+    /// has released it (this node is its last reader), the caller holds the
+    /// only reference and can write into its storage without a copy.
+    func take(_ i: Int) throws -> RuntimeTensor {
+        let v = try input(i)
+        inputs[i] = nil
+        return v
+    }
 
     /// A required input.
     func input(_ i: Int) throws -> RuntimeTensor {

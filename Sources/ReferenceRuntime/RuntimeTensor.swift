@@ -98,6 +98,21 @@ public struct RuntimeTensor: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The same values as a float64 tensor when the type is float, float16
+    /// or bfloat16 (exact); anything else unchanged.
+    public func widenedToDouble() -> RuntimeTensor {
+        guard case .float(let v) = storage else { return self }
+        return RuntimeTensor(shape: shape, elementType: .double, storage: .double(v.map(Double.init)))
+    }
+
+    /// Moves the storage out (leaving an empty one), so that the caller may
+    /// hold the only reference to the buffer and write into it.
+    mutating func takeStorage() -> Storage {
+        let s = storage
+        storage = .int([])
+        return s
+    }
+
     /// The values as integers (floats truncated toward zero).
     public func int64s() -> [Int64] {
         switch storage {
@@ -153,6 +168,20 @@ public struct RuntimeTensor: Equatable, Sendable, CustomStringConvertible {
 extension RuntimeTensor {
     /// Loads an IR tensor (initializer, Constant value, or a caller's input).
     public init(_ tensor: Tensor) throws {
+        try self.init(tensor, releasingSource: false)
+    }
+
+    /// Loads an IR tensor; with `releasingSource`, bytes that live in a
+    /// mapped file are handed back to the kernel once copied (they are clean
+    /// file pages and are re-read if touched again), so a loaded model does
+    /// not count twice against memory.
+    init(_ tensor: Tensor, releasingSource: Bool) throws {
+        defer {
+            if releasingSource, let bytes = tensor.rawData, let storage = bytes.owner as? ReclaimableStorage,
+               let base = bytes.baseAddress {
+                storage.reclaim(base: base, offset: 0, length: bytes.count)
+            }
+        }
         let type = tensor.elementType
         guard let kind = RuntimeTensor.storageKind(of: type) else {
             throw KernelError("tensor '\(tensor.name ?? "")' has element type \(type), which the reference runtime does not support")
@@ -172,7 +201,13 @@ extension RuntimeTensor {
             if type == .float {
                 let bytes = try tensor.dataBytes()
                 let values = bytes.withUnsafeBytes { raw in
-                    (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+                    [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                        // Little-endian host (x86-64, arm64): the bytes are the floats.
+                        if let base = buffer.baseAddress, count > 0 {
+                            UnsafeMutableRawPointer(base).copyMemory(from: raw.baseAddress!, byteCount: count * 4)
+                        }
+                        initialized = count
+                    }
                 }
                 self.init(shape: shape, elementType: type, storage: .float(values))
             } else {

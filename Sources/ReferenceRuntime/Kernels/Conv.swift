@@ -136,7 +136,11 @@ let convKernels: [String: Kernel] = [
 
 /// Conv: for each batch item and group, `Y_g = W_g · cols`, where `cols`
 /// (im2col) has one row per (input channel, kernel tap) and one column per
-/// output position, zero where the tap reads padding.
+/// output position, zero where the tap reads padding. Y starts as the bias
+/// and gemm adds the product to it (beta = 1). im2col is split over the
+/// workers by rows and the gemm by rows or columns (``parallelGemm``); a
+/// grouped convolution with at least as many groups as workers is split by
+/// group instead, each worker with its own `cols`.
 func convolve<T: RuntimeFloat>(_ x: [T], _ w: [T], _ b: [T]?, n: Int, c: Int, m: Int, group: Int, geo: Geometry3) -> [T] {
     let cg = c / group, mg = m / group
     let kCount = geo.kernelCount, oCount = geo.outputCount, iCount = geo.inputCount
@@ -146,55 +150,50 @@ func convolve<T: RuntimeFloat>(_ x: [T], _ w: [T], _ b: [T]?, n: Int, c: Int, m:
     // gemm reads X directly.
     let pointwise = kCount == 1 && geo.strides == [1, 1, 1] && geo.padBegin == [0, 0, 0]
         && geo.padEnd == [0, 0, 0] && oCount == iCount
-    var y = [T](repeating: 0, count: n * m * oCount)
-    var cols = [T](repeating: 0, count: pointwise ? 0 : rows * oCount)
-    let (iD, iH, iW) = (geo.input[0], geo.input[1], geo.input[2])
-    let (oD, oH, oW) = (geo.output[0], geo.output[1], geo.output[2])
-    let (kD, kH, kW) = (geo.kernel[0], geo.kernel[1], geo.kernel[2])
+    var y = [T](unsafeUninitializedCapacity: n * m * oCount) { buffer, initialized in
+        for plane in 0..<(n * m) {
+            let value = b?[plane % m] ?? 0
+            (buffer.baseAddress! + plane * oCount).initialize(repeating: value, count: oCount)
+        }
+        initialized = n * m * oCount
+    }
+    let byGroup = group >= Parallelism.current && group > 1
     x.withUnsafeBufferPointer { xp in
         w.withUnsafeBufferPointer { wp in
             y.withUnsafeMutableBufferPointer { yp in
-                cols.withUnsafeMutableBufferPointer { cp in
-                    for bi in 0..<n {
-                        for g in 0..<group where pointwise {
-                            T.gemm(transA: false, transB: false, m: mg, n: oCount, k: rows, alpha: 1,
-                                   a: wp.baseAddress! + g * mg * rows, lda: rows,
-                                   b: xp.baseAddress! + (bi * c + g * cg) * iCount, ldb: oCount, beta: 0,
-                                   c: yp.baseAddress! + (bi * m + g * mg) * oCount, ldc: oCount)
-                        }
-                        for g in 0..<group where !pointwise {
-                            // im2col
-                            for ci in 0..<cg {
-                                let xBase = (bi * c + g * cg + ci) * iCount
-                                for kd in 0..<kD { for kh in 0..<kH { for kw in 0..<kW {
-                                    let row = ((ci * kD + kd) * kH + kh) * kW + kw
-                                    var o = row * oCount
-                                    for od in 0..<oD {
-                                        let id = od * geo.strides[0] - geo.padBegin[0] + kd * geo.dilations[0]
-                                        let dOK = id >= 0 && id < iD
-                                        for oh in 0..<oH {
-                                            let ih = oh * geo.strides[1] - geo.padBegin[1] + kh * geo.dilations[1]
-                                            let hOK = dOK && ih >= 0 && ih < iH
-                                            let rowBase = xBase + (id * iH + ih) * iW
-                                            for ow in 0..<oW {
-                                                let iw = ow * geo.strides[2] - geo.padBegin[2] + kw * geo.dilations[2]
-                                                cp[o] = hOK && iw >= 0 && iw < iW ? xp[rowBase + iw] : 0
-                                                o += 1
-                                            }
-                                        }
-                                    }
-                                }}}
+                let (xs, ws, ys) = (Shared(xp.baseAddress!), Shared(wp.baseAddress!), Shared(yp.baseAddress!))
+                /// One group of one batch item; `split` parallelises inside it.
+                func one(_ bi: Int, _ g: Int, cols: UnsafeMutablePointer<T>?, split: Bool) {
+                    let xBlock = xs.value + (bi * c + g * cg) * iCount
+                    let source: UnsafePointer<T>
+                    if let cols {
+                        if split {
+                            parallelChunks(cg, grain: max(1, 16_384 / max(kCount * oCount, 1))) { channels in
+                                im2col(xBlock, channels: channels, geo: geo, into: cols)
                             }
-                            T.gemm(transA: false, transB: false, m: mg, n: oCount, k: rows, alpha: 1,
-                                   a: wp.baseAddress! + g * mg * rows, lda: rows,
-                                   b: UnsafePointer(cp.baseAddress!), ldb: oCount, beta: 0,
-                                   c: yp.baseAddress! + (bi * m + g * mg) * oCount, ldc: oCount)
+                        } else {
+                            im2col(xBlock, channels: 0..<cg, geo: geo, into: cols)
                         }
-                        if let b {
-                            for mi in 0..<m {
-                                let base = (bi * m + mi) * oCount
-                                for o in 0..<oCount { yp[base + o] += b[mi] }
-                            }
+                        source = UnsafePointer(cols)
+                    } else {
+                        source = xBlock
+                    }
+                    let gemm = split ? parallelGemm : T.gemm
+                    gemm(false, false, mg, oCount, rows, 1, ws.value + g * mg * rows, rows, source, oCount, 1,
+                         ys.value + (bi * m + g * mg) * oCount, oCount)
+                }
+                if byGroup {
+                    parallelChunks(n * group, grain: 1) { items in
+                        var cols = [T](repeating: 0, count: pointwise ? 0 : rows * oCount)
+                        cols.withUnsafeMutableBufferPointer { cp in
+                            for item in items { one(item / group, item % group, cols: pointwise ? nil : cp.baseAddress!, split: false) }
+                        }
+                    }
+                } else {
+                    var cols = [T](repeating: 0, count: pointwise ? 0 : rows * oCount)
+                    cols.withUnsafeMutableBufferPointer { cp in
+                        for bi in 0..<n {
+                            for g in 0..<group { one(bi, g, cols: pointwise ? nil : cp.baseAddress!, split: true) }
                         }
                     }
                 }
@@ -202,6 +201,56 @@ func convolve<T: RuntimeFloat>(_ x: [T], _ w: [T], _ b: [T]?, n: Int, c: Int, m:
         }
     }
     return y
+}
+
+/// im2col rows of input channels `channels` of one group block `x`: row
+/// `(ci, kd, kh, kw)` holds, per output position, the input element that
+/// tap reads, or 0 in the padding. Along the innermost axis the positions
+/// inside the input form one run, found without a test per element.
+func im2col<T: RuntimeFloat>(_ x: UnsafePointer<T>, channels: Range<Int>, geo: Geometry3, into cols: UnsafeMutablePointer<T>) {
+    let (iD, iH, iW) = (geo.input[0], geo.input[1], geo.input[2])
+    let (oD, oH, oW) = (geo.output[0], geo.output[1], geo.output[2])
+    let (kD, kH, kW) = (geo.kernel[0], geo.kernel[1], geo.kernel[2])
+    let (sD, sH, sW) = (geo.strides[0], geo.strides[1], geo.strides[2])
+    let (dD, dH, dW) = (geo.dilations[0], geo.dilations[1], geo.dilations[2])
+    let (pD, pH, pW) = (geo.padBegin[0], geo.padBegin[1], geo.padBegin[2])
+    let iCount = geo.inputCount, oCount = geo.outputCount
+    /// First o ≥ 0 with o·s − p + k·d ≥ 0, and first o with it ≥ size (clamped to [0, out]).
+    func inside(_ p: Int, _ kOffset: Int, _ s: Int, _ size: Int, _ out: Int) -> Range<Int> {
+        func firstAtLeast(_ bound: Int) -> Int {   // smallest o with o·s ≥ bound
+            bound <= 0 ? 0 : (bound + s - 1) / s
+        }
+        let lo = min(out, firstAtLeast(p - kOffset)), hi = min(out, firstAtLeast(size + p - kOffset))
+        return lo..<max(lo, hi)
+    }
+    for ci in channels {
+        let xBase = x + ci * iCount
+        for kd in 0..<kD { for kh in 0..<kH { for kw in 0..<kW {
+            let row = ((ci * kD + kd) * kH + kh) * kW + kw
+            var out = cols + row * oCount
+            let wRun = inside(pW, kw * dW, sW, iW, oW)
+            for od in 0..<oD {
+                let id = od * sD - pD + kd * dD
+                let dOK = id >= 0 && id < iD
+                for oh in 0..<oH {
+                    let ih = oh * sH - pH + kh * dH
+                    if !(dOK && ih >= 0 && ih < iH) || wRun.isEmpty {
+                        out.update(repeating: 0, count: oW)
+                    } else {
+                        let src = xBase + (id * iH + ih) * iW - pW + kw * dW
+                        if wRun.lowerBound > 0 { out.update(repeating: 0, count: wRun.lowerBound) }
+                        if sW == 1 {
+                            (out + wRun.lowerBound).update(from: src + wRun.lowerBound, count: wRun.count)
+                        } else {
+                            for ow in wRun { out[ow] = src[ow * sW] }
+                        }
+                        if wRun.upperBound < oW { (out + wRun.upperBound).update(repeating: 0, count: oW - wRun.upperBound) }
+                    }
+                    out += oW
+                }
+            }
+        }}}
+    }
 }
 
 /// ConvTranspose geometry (ONNX ConvTranspose shape rules):

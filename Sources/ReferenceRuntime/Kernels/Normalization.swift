@@ -3,7 +3,7 @@ import Foundation
 /// BatchNormalization (inference) and Softmax.
 let normalizationKernels: [String: Kernel] = [
     "BatchNormalization": { ctx in
-        let x = try ctx.input(0)
+        var x = try ctx.take(0)
         let params = try (1...4).map { try ctx.input($0) }
         guard x.rank >= 2 else { throw KernelError("X has shape \(x.shape); BatchNormalization needs a channel axis") }
         if try ctx.int("training_mode", 0) != 0 {
@@ -34,29 +34,28 @@ let normalizationKernels: [String: Kernel] = [
             b[ch] = beta[ch] - mean[ch] * a[ch]
         }
         let inner = x.shape[2...].reduce(1, *)
-        // Channel by channel over contiguous runs: the same arithmetic per
-        // element as indexing the channel of every element, without a
-        // division per element.
-        func apply<T: RuntimeFloat>(_ v: [T]) -> [T] {
-            var out = v
-            let batches = channels * inner == 0 ? 0 : v.count / (channels * inner)
-            v.withUnsafeBufferPointer { src in
-                out.withUnsafeMutableBufferPointer { dst in
-                    for n in 0..<batches {
-                        for ch in 0..<channels {
-                            let (scale, shift) = (a[ch], b[ch])
-                            let base = (n * channels + ch) * inner
-                            for k in base..<(base + inner) { dst[k] = T(scale * Double(src[k]) + shift) }
-                        }
+        // Plane by plane (batch item, channel) over contiguous runs, split
+        // over the workers: the same arithmetic per element as indexing the
+        // channel of every element, without a division per element. The
+        // result goes into X's buffer when this node is X's last reader.
+        func apply<T: RuntimeFloat>(_ v: inout [T]) {
+            let planes = channels * inner == 0 ? 0 : v.count / inner
+            v.withUnsafeMutableBufferPointer { p in
+                let base = Shared(p.baseAddress!)
+                parallelChunks(planes, grain: max(1, 32_768 / max(inner, 1))) { range in
+                    for plane in range {
+                        let ch = plane % channels
+                        let (scale, shift) = (a[ch], b[ch])
+                        let q = base.value + plane * inner
+                        for k in 0..<inner { q[k] = T(scale * Double(q[k]) + shift) }
                     }
                 }
             }
-            return out
         }
         let storage: RuntimeTensor.Storage
-        switch x.storage {
-        case .float(let v): storage = .float(apply(v))
-        case .double(let v): storage = .double(apply(v))
+        switch x.takeStorage() {
+        case .float(var v): apply(&v); storage = .float(v)
+        case .double(var v): apply(&v); storage = .double(v)
         case .int: throw KernelError("X must be floating point, got \(x.elementType)")
         }
         return [RuntimeTensor(shape: x.shape, elementType: x.elementType, storage: storage)]

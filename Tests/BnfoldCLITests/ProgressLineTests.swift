@@ -1,0 +1,63 @@
+import Testing
+import Foundation
+@testable import BnfoldCLI
+import Equivalence
+
+/// The progress line of long checks: silent before its delay, redrawn in
+/// place after it, erased at the end.
+struct ProgressLineTests {
+    /// Everything written to a pipe by `body`'s progress line.
+    func written(delay: Double, _ body: (ProgressLine) -> Void) throws -> String {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        let line = ProgressLine(descriptor: fds[1], delay: delay, interval: 0.02)
+        body(line)
+        line.finish()
+        close(fds[1])
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fds[0], &buffer, buffer.count)
+            if n <= 0 { break }
+            bytes += buffer[..<n]
+        }
+        close(fds[0])
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    @Test func drawsTheNewestStatusAndErasesIt() throws {
+        let text = try written(delay: 0) { line in
+            line.update("step 1")
+            usleep(150_000)
+            line.update("step 2")
+            usleep(150_000)
+        }
+        let erase = "\r\u{1B}[2K"
+        #expect(text.contains(erase + "step 1"))
+        #expect(text.contains(erase + "step 2"))
+        #expect(text.hasSuffix("step 2" + erase), "the last thing written must erase the line: \(text.debugDescription)")
+    }
+
+    @Test func quickWorkPrintsNothing() throws {
+        let text = try written(delay: 10) { line in
+            line.update("step 1")
+            usleep(50_000)
+        }
+        #expect(text.isEmpty)
+    }
+
+    @Test func finishTwiceErasesOnce() throws {
+        let text = try written(delay: 0) { line in
+            line.update("x")
+            usleep(100_000)
+            line.finish()
+        }
+        #expect(text.components(separatedBy: "\r\u{1B}[2K").count - 1 >= 2)
+        #expect(!text.hasSuffix("\r\u{1B}[2K\r\u{1B}[2K"))
+    }
+
+    @Test func statusText() {
+        let p = CheckProgress(sample: 1, samples: 2, run: .aFloat64, node: 40, nodes: 176)
+        #expect(Check.status(p) == "bnfold check: sample 1/2, A in float64: node 40/176")
+    }
+}
