@@ -55,11 +55,14 @@ $(VENV)/.installed: Tests/CrossCheck/requirements.txt
 venv: $(VENV)/.installed
 
 # onnxruntime is the oracle: every fixture folded by bnfold must give the
-# original's outputs, and every reference-runtime kernel must agree with it.
+# original's outputs, and every reference-runtime kernel must agree with it;
+# `bnfold check` must pass a ResNet-50 folded by onnxruntime's optimizer and
+# fail one folded with epsilon = 0.
 crosscheck: release venv
 	$(VENV)/bin/python Tests/CrossCheck/crosscheck.py --bnfold $(RELEASE_BIN) --fixtures Fixtures
 	$(SWIFT) build -c release --product RefRun
 	$(VENV)/bin/python Tests/CrossCheck/runtime_oracle.py --refrun .build/release/RefRun
+	$(VENV)/bin/python Tests/CrossCheck/check_ort_folded.py --bnfold $(RELEASE_BIN) --scratch bench-out
 
 # Regenerates Sources/CONNX from Proto/onnx.proto (needs protoc-c, Debian
 # protobuf-c-compiler). The output is committed; builds do not need protoc-c.

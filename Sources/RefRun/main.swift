@@ -15,7 +15,9 @@
 // with the declared shape; symbolic or unknown dimensions are 1); the model
 // is run once to warm up, then N times, and one JSON line is printed:
 // {"runs": N, "median_ms": …, "min_ms": …, "max_ms": …, "load_ms": …,
-//  "blas_threads": …} (blas_threads: OpenBLAS's thread count, -1 if unknown).
+//  "threads": …, "blas_threads": …} (threads: the runtime's workers,
+// `Parallelism.threads`; blas_threads: OpenBLAS's own thread count, 1 once
+// the runtime has configured it, -1 if unknown).
 //
 // With --float64 the timed runs compute in float64
 // (`Interpreter.computingInFloat64()`, the reference run of `bnfold check`).
@@ -126,7 +128,8 @@ func timing(runs: Int, path: String, profile: Bool, float64: Bool) -> Never {
         let median = times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
         func ms(_ v: Double) -> String { String(format: "%.3f", v) }
         print("{\"runs\": \(runs), \"median_ms\": \(ms(median)), \"min_ms\": \(ms(times.first!)), "
-              + "\"max_ms\": \(ms(times.last!)), \"load_ms\": \(ms(loadMs)), \"blas_threads\": \(openBLASThreads())}")
+              + "\"max_ms\": \(ms(times.last!)), \"load_ms\": \(ms(loadMs)), \"threads\": \(Parallelism.threads), "
+              + "\"blas_threads\": \(openBLASThreads())}")
         exit(0)
     } catch {
         fail("\(error)", code: 1)
