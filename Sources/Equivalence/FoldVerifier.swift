@@ -26,8 +26,8 @@ import ReferenceRuntime
 ///   three evaluations — element type, float64, folded — take longer than a
 ///   fold should; the pair check still covers every fold).
 public enum FoldVerifier {
-    /// The initializer size above which the whole-model check is skipped (64 MiB).
-    public static let wholeModelWeightLimit = 64 << 20
+    /// The initializer size above which the whole-model check is skipped (256 MiB).
+    public static let wholeModelWeightLimit = 256 << 20
 
     /// A pair whose weight has more elements than this (2²² ≈ 4.2 M) is
     /// checked on evenly spaced output channels (the first and last

@@ -200,14 +200,22 @@ extension RuntimeTensor {
         case .float:
             if type == .float {
                 let bytes = try tensor.dataBytes()
-                let values = bytes.withUnsafeBytes { raw in
-                    [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-                        // Little-endian host (x86-64, arm64): the bytes are the floats.
-                        if let base = buffer.baseAddress, count > 0 {
-                            UnsafeMutableRawPointer(base).copyMemory(from: raw.baseAddress!, byteCount: count * 4)
+                guard bytes.count == count * 4 else {
+                    throw KernelError("tensor '\(tensor.name ?? "")' holds \(bytes.count) bytes for shape \(tensor.dims)")
+                }
+                // Little-endian host (x86-64, arm64): the bytes are the floats.
+                // A folded (produced) tensor computes straight into the array
+                // instead of materialising — and keeping — a copy of its bytes.
+                let values = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                    let destination = UnsafeMutableRawBufferPointer(buffer)
+                    if count > 0 {
+                        if let producer = bytes.producer {
+                            producer.produce(offset: 0, into: destination)
+                        } else {
+                            bytes.withUnsafeBytes { destination.copyMemory(from: $0) }
                         }
-                        initialized = count
                     }
+                    initialized = count
                 }
                 self.init(shape: shape, elementType: type, storage: .float(values))
             } else {
