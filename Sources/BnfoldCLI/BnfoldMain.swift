@@ -12,7 +12,7 @@ public struct Bnfold: ParsableCommand {
         commandName: "bnfold",
         abstract: "Fold BatchNormalization into neighbouring weights of ONNX models, and say what was kept and why.",
         version: BnfoldVersion.string,
-        subcommands: [Fold.self, Check.self, ListPasses.self],
+        subcommands: [Fold.self, Check.self, Inspect.self, ListPasses.self],
         defaultSubcommand: Fold.self
     )
     public init() {}

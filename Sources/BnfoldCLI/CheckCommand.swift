@@ -128,12 +128,7 @@ struct Check: ParsableCommand {
     }
 
     static func readModel(_ path: String) throws -> Model {
-        let model = try ModelReader.read(path: path)
-        do {
-            try model.validate()
-        } catch let error as ModelValidationError {
-            throw ModelFileError(file: path, "is not a valid ONNX model: \(error.message)")
-        }
+        let model = try readValidModel(path)
         guard let graph = model.graph else { throw ModelFileError(file: path, "has no graph") }
         let unsupported = Interpreter.unsupportedOperators(in: graph)
         guard unsupported.isEmpty else {

@@ -74,13 +74,13 @@ struct FoldReport: Encodable {
 
     func json() -> String { reportJSON(self) }
 
-    func text() -> String {
+    func text(remarks filter: RemarkFilter = .missed) -> String {
         var out = "bnfold \(version): \(input) -> \(output)\n"
         out += "  nodes: \(nodesBefore) -> \(nodesAfter)"
         out += passes.isEmpty ? " (no passes run)\n" : "\n"
         out += "  BatchNormalization: \(batchnorm.found) found, \(batchnorm.folded) folded, \(batchnorm.kept) kept\n"
-        for remark in remarks where remark.kind == .missed {
-            out += "    kept \(remark.node) [\(remark.reason)]: \(remark.message)\n"
+        for remark in remarks where filter.includes(remark) {
+            out += "    \(remark.kind == .missed ? "kept" : "applied") \(remark.node) [\(remark.reason)]: \(remark.message)\n"
         }
         if verification.wholeModel == "skipped: --no-verify" {
             out += "  verified: no (--no-verify)\n"
