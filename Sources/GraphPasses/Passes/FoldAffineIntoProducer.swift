@@ -44,31 +44,19 @@ public struct FoldAffineIntoProducer: GraphPass {
     public func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         guard graph.nodes.contains(where: { $0.isOp("Mul") || $0.isOp("Add") }) else { return PassResult(modified: false) }
         let opset = context.defaultOpsetVersion ?? FoldBatchNorm.knownOpsets.upperBound
-        var modified = false
-        var decided: Set<Int> = []
-        var index = 0
-        while index < graph.nodes.count {
-            let node = graph.nodes[index]
-            guard node.isOp("Mul") || node.isOp("Add"), !decided.contains(index),
-                  let candidate = candidate(index, in: graph, irVersion: context.irVersion) else { index += 1; continue }
-            let label = node.displayName(index: index)
-            switch match(candidate, in: graph, irVersion: context.irVersion) {
-            case .failure(let miss):
-                context.remark(Remark(kind: .missed, pass: name, reason: miss.reason.rawValue, node: label,
-                                      message: miss.message))
-                decided.insert(index)
-                index += 1
-            case .success(let (op, rewrite)):
-                apply(rewrite, op: op, candidate: candidate, to: &graph, irVersion: context.irVersion, opset: opset)
-                context.remark(Remark(
-                    kind: .applied, pass: name, reason: Self.reason(op.kind, isMul: candidate.isMul).rawValue,
-                    node: label, message: "folded into \(op.label) (\(op.outChannels) channels)"))
-                modified = true
-                decided = []
-                index = 0
-                context.dropMissedRemarks(pass: name)
-            }
-        }
+        let irVersion = context.irVersion
+        let modified = foldEachCandidate(
+            in: &graph, context: &context, pass: name,
+            isCandidate: { g, i in candidate(i, in: g, irVersion: irVersion) != nil },
+            fold: { g, i in
+                guard let c = candidate(i, in: g, irVersion: irVersion) else {
+                    return .failure(FoldMiss(.noFoldableProducer, "not a Mul or Add by a constant after a Conv, ConvTranspose or Gemm"))
+                }
+                return match(c, in: g, irVersion: irVersion).map { (op, rewrite) in
+                    apply(rewrite, op: op, candidate: c, to: &g, irVersion: irVersion, opset: opset)
+                    return (Self.reason(op.kind, isMul: c.isMul), "folded into \(op.label) (\(op.outChannels) channels)")
+                }
+            })
         return PassResult(modified: modified)
     }
 
@@ -96,7 +84,7 @@ public struct FoldAffineIntoProducer: GraphPass {
 
     func candidate(_ index: Int, in graph: Graph, irVersion: Int64) -> Candidate? {
         let node = graph.nodes[index]
-        guard node.inputs.count == 2, node.outputs.count == 1, !node.outputs[0].isEmpty else { return nil }
+        guard node.isOp("Mul") || node.isOp("Add"), node.inputs.count == 2, node.outputs.count == 1, !node.outputs[0].isEmpty else { return nil }
         for slot in 0..<2 {
             guard case .success(let (tensor, _)) = graph.constant(named: node.inputs[slot], irVersion: irVersion),
                   let (p, _) = graph.value(named: node.inputs[1 - slot]).producer,

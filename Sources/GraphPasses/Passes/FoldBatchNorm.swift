@@ -87,35 +87,17 @@ public struct FoldBatchNorm: GraphPass {
     public func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         guard graph.nodes.contains(where: { $0.isOp("BatchNormalization") }) else { return PassResult(modified: false) }
         let opset = try Self.checkedOpset(context, pass: name)
-        var modified = false
-        var decided: Set<Int> = []  // BN nodes given a missed remark this run (by index; stable until a fold)
-        var index = 0
-        while index < graph.nodes.count {
-            let node = graph.nodes[index]
-            guard node.isOp("BatchNormalization"), !decided.contains(index) else { index += 1; continue }
-            let label = node.displayName(index: index)
-            switch match(bn: index, in: graph, opset: opset, irVersion: context.irVersion) {
-            case .failure(let miss):
-                context.remark(Remark(kind: .missed, pass: name, reason: miss.reason.rawValue, node: label,
-                                      message: miss.message))
-                decided.insert(index)
-                index += 1
-            case .success(let fold):
-                let producer = fold.producer
-                apply(fold, to: &graph, irVersion: context.irVersion, opset: opset)
-                let via = fold.add == nil ? "" : " and \(fold.add!.label)"
-                context.remark(Remark(
-                    kind: .applied, pass: name, reason: fold.reason.rawValue, node: label,
-                    message: "folded into \(producer.label)\(via) (\(producer.outChannels) channels, ε = \(fold.bn.epsilon))"))
-                modified = true
-                // Node indices moved: rescan from the start. Re-deciding is
-                // cheap and deterministic; drop the earlier missed remarks so
-                // that each BN gets exactly one.
-                decided = []
-                index = 0
-                context.dropMissedRemarks(pass: name)
-            }
-        }
+        let irVersion = context.irVersion
+        let modified = foldEachCandidate(
+            in: &graph, context: &context, pass: name,
+            isCandidate: { g, i in g.nodes[i].isOp("BatchNormalization") },
+            fold: { g, i in
+                match(bn: i, in: g, opset: opset, irVersion: irVersion).map { fold in
+                    apply(fold, to: &g, irVersion: irVersion, opset: opset)
+                    let via = fold.add.map { " and \($0.label)" } ?? ""
+                    return (fold.reason, "folded into \(fold.producer.label)\(via) (\(fold.producer.outChannels) channels, ε = \(fold.bn.epsilon))")
+                }
+            })
         return PassResult(modified: modified)
     }
 

@@ -56,32 +56,22 @@ public struct FoldBatchNormForward: GraphPass {
     public func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         guard graph.nodes.contains(where: { $0.isOp("BatchNormalization") }) else { return PassResult(modified: false) }
         let opset = try FoldBatchNorm.checkedOpset(context, pass: name)
-        var modified = false
-        var decided: Set<Int> = []
-        var index = 0
-        while index < graph.nodes.count {
-            let node = graph.nodes[index]
-            guard node.isOp("BatchNormalization"), !decided.contains(index),
-                  let consumer = consumer(ofBatchNorm: index, in: graph) else { index += 1; continue }
-            let label = node.displayName(index: index)
-            switch match(bn: index, consumer: consumer, in: graph, opset: opset, irVersion: context.irVersion) {
-            case .failure(let miss):
-                context.remarkMissed(Remark(kind: .missed, pass: name, reason: miss.reason.rawValue, node: label,
-                                            message: miss.message),
-                                     deferringTo: FoldBatchNorm().name, weakerThan: [.noFoldableProducer])
-                decided.insert(index)
-                index += 1
-            case .success(let fold):
-                apply(fold, to: &graph, irVersion: context.irVersion, opset: opset)
-                context.remark(Remark(
-                    kind: .applied, pass: name, reason: fold.reason.rawValue, node: label,
-                    message: "folded into \(fold.op.label) (\(fold.op.inChannels) input channels, ε = \(fold.bn.epsilon))"))
-                modified = true
-                decided = []
-                index = 0
-                context.dropMissedRemarks(pass: name)
-            }
-        }
+        let irVersion = context.irVersion
+        let modified = foldEachCandidate(
+            in: &graph, context: &context, pass: name,
+            isCandidate: { g, i in g.nodes[i].isOp("BatchNormalization") && consumer(ofBatchNorm: i, in: g) != nil },
+            fold: { g, i in
+                guard let consumer = consumer(ofBatchNorm: i, in: g) else {
+                    return .failure(FoldMiss(.noFoldableProducer, "no Conv, Gemm or MatMul reads its output"))
+                }
+                return match(bn: i, consumer: consumer, in: g, opset: opset, irVersion: irVersion).map { fold in
+                    apply(fold, to: &g, irVersion: irVersion, opset: opset)
+                    return (fold.reason, "folded into \(fold.op.label) (\(fold.op.inChannels) input channels, ε = \(fold.bn.epsilon))")
+                }
+            },
+            recordMiss: { context, remark in
+                context.remarkMissed(remark, deferringTo: FoldBatchNorm().name, weakerThan: [.noFoldableProducer])
+            })
         return PassResult(modified: modified)
     }
 
