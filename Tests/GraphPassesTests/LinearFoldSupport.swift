@@ -92,3 +92,20 @@ func expectUnchanged(_ model: Model, missed reason: FoldReason, pass: String, no
 
 /// The op types of the graph's nodes, in order.
 func opTypes(_ model: Model) -> [String] { model.graph?.nodes.map(\.opType) ?? [] }
+
+/// Runs every built-in pass on `original` and expects exactly `remarks`,
+/// the op types `ops` after the pass, and outputs that match the unfolded
+/// graph (see ``compareWithUnfolded(original:folded:input:inputShape:roundings:)``).
+/// - Returns: the folded model, for further checks.
+@discardableResult
+func expectFolded(_ original: Model, sketch: ModelSketch, remarks: [RemarkKey], ops: [String], iterations: Int? = nil,
+                  roundings: Int = 1, sourceLocation: SourceLocation = #_sourceLocation) throws -> Model {
+    var model = original
+    let report = try runBuiltins(&model)
+    expectRemarks(report, remarks, sourceLocation: sourceLocation)
+    if let iterations { #expect(report.iterations == iterations, sourceLocation: sourceLocation) }
+    #expect(opTypes(model) == ops, sourceLocation: sourceLocation)
+    try expectMatchesUnfolded(original: original, folded: model, sketch: sketch, roundings: roundings,
+                              sourceLocation: sourceLocation)
+    return model
+}
