@@ -103,3 +103,23 @@ extension PassContext {
         remarks.append(remark)
     }
 }
+
+extension FoldReason {
+    /// True for the applied ids of a fold that removed a BatchNormalization
+    /// (backward or forward; not the Mul/Add folds).
+    public var removesBatchNormalization: Bool {
+        switch self {
+        case .convBatchNormFolded, .convTransposeBatchNormFolded, .gemmBatchNormFolded, .matMulBatchNormFolded,
+             .batchNormConvFolded, .batchNormGemmFolded, .batchNormMatMulFolded: true
+        default: false
+        }
+    }
+}
+
+extension Remark {
+    /// True when this remark reports a folded BatchNormalization (for
+    /// counting them: `remarks.filter(\.foldedBatchNormalization).count`).
+    public var foldedBatchNormalization: Bool {
+        kind == .applied && (FoldReason(rawValue: reason)?.removesBatchNormalization ?? false)
+    }
+}

@@ -35,6 +35,9 @@ struct FoldChainTests {
                                                RemarkKey(.applied, "fold-batchnorm", .convBatchNormFolded, "bn")],
                                      ops: ["Conv"], iterations: 3, roundings: 3)
         #expect(model.graph?.initializers.count == 2)
+        // Only the BN counts as a folded BatchNormalization.
+        var again = s.model(output: "Y")
+        #expect(try runBuiltins(&again).remarks.filter(\.foldedBatchNormalization).map(\.node) == ["bn"])
     }
 
     @Test("BN → Conv → BN ends as one Conv", arguments: [DataType.float, .double])
