@@ -118,15 +118,20 @@ struct LinearOperator {
             case .success(let g): group = Int(g)
             case .failure(let miss): return .failure(miss)
             }
-            kernelSize = dims[2...].reduce(1, *)
+            kernelSize = dims[2...].reduce(1, *)  // ≤ the element count, which fits
             outputRank = dims.count
+            // C_in = dims[1]·group (Conv) or C_out = dims[1]·group (ConvTranspose): a hostile group may overflow.
+            let (grouped, overflow) = dims[1].multipliedReportingOverflow(by: group)
+            guard !overflow else {
+                return .failure(FoldMiss(.shapeMismatch, "\(label) has group \(group), too large for its weight \(weight.dims)"))
+            }
             if kind == .conv {
-                (outChannels, inChannels) = (dims[0], dims[1] * group)
+                (outChannels, inChannels) = (dims[0], grouped)
                 guard outChannels % group == 0 else {
                     return .failure(FoldMiss(.shapeMismatch, "\(label) has \(outChannels) output channels, not a multiple of group \(group)"))
                 }
             } else {
-                (inChannels, outChannels) = (dims[0], dims[1] * group)
+                (inChannels, outChannels) = (dims[0], grouped)
                 guard inChannels % group == 0 else {
                     return .failure(FoldMiss(.shapeMismatch, "\(label) has \(inChannels) input channels, not a multiple of group \(group)"))
                 }
@@ -164,6 +169,11 @@ struct LinearOperator {
                     return .failure(FoldMiss(.shapeMismatch, "the bias C of \(label) has shape \(b.dims), which does not broadcast to [M, \(outChannels)]"))
                 }
                 biasRows = c.count == 2 ? c[0] : 1
+                // An [M, 1] C becomes [M, N]: refuse sizes a hostile file could make enormous.
+                let (size, overflow) = biasRows.multipliedReportingOverflow(by: outChannels)
+                guard !overflow, size <= max(values.count, 1 << 24) else {
+                    return .failure(FoldMiss(.shapeMismatch, "the bias C of \(label) has shape \(b.dims); broadcast to \(outChannels) columns it would be too large"))
+                }
                 effective = (0..<(biasRows * outChannels)).map { i in
                     beta == 0 ? 0 : beta * values[(i / outChannels) * columns + (columns == 1 ? 0 : i % outChannels)]
                 }

@@ -87,7 +87,7 @@ public struct FoldAffineIntoProducer: GraphPass {
         guard node.isOp("Mul") || node.isOp("Add"), node.inputs.count == 2, node.outputs.count == 1, !node.outputs[0].isEmpty else { return nil }
         for slot in 0..<2 {
             guard case .success(let (tensor, _)) = graph.constant(named: node.inputs[slot], irVersion: irVersion),
-                  let (p, _) = graph.value(named: node.inputs[1 - slot]).producer,
+                  let (p, output) = graph.value(named: node.inputs[1 - slot]).producer, output == 0,
                   ["Conv", "ConvTranspose", "Gemm"].contains(where: graph.nodes[p].isOp) else { continue }
             return Candidate(node: index, isMul: node.isOp("Mul"), producer: p, constantSlot: slot, constant: tensor)
         }

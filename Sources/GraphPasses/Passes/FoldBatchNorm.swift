@@ -214,8 +214,11 @@ public struct FoldBatchNorm: GraphPass {
     func singleUseProducer(of value: String, consumer: Int, in graph: Graph,
                            irVersion: Int64) -> Result<Int, FoldMiss> {
         let v = graph.value(named: value)
-        guard let (producer, _) = v.producer else {
+        guard let (producer, slot) = v.producer else {
             return .failure(FoldMiss(.noFoldableProducer, "its input '\(value)' comes from no node (a graph input or initializer), not a Conv, ConvTranspose, Gemm or MatMul"))
+        }
+        guard slot == 0 else {
+            return .failure(FoldMiss(.noFoldableProducer, "its input '\(value)' is output \(slot) of a \(graph.nodes[producer].opType) node, not the output of a Conv, ConvTranspose, Gemm or MatMul"))
         }
         let node = graph.nodes[producer]
         // A node that is not a candidate is reported as such, before its
@@ -245,7 +248,8 @@ public struct FoldBatchNorm: GraphPass {
         guard node.isOp("Add"), node.inputs.count == 2 else { return nil }
         for slot in 0..<2 {
             guard case .success = graph.constant(named: node.inputs[slot], irVersion: irVersion),
-                  let (p, _) = graph.value(named: node.inputs[1 - slot]).producer, graph.nodes[p].isOp("MatMul")
+                  let (p, output) = graph.value(named: node.inputs[1 - slot]).producer, output == 0,
+                  graph.nodes[p].isOp("MatMul")
             else { continue }
             return (p, slot)
         }
