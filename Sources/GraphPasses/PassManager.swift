@@ -62,8 +62,12 @@ public struct PassManager {
 
 /// The passes bnfold ships, by name.
 public enum BuiltinPasses {
-    /// Every built-in pass, in the default pipeline order.
-    public static var all: [any GraphPass] { [FoldBatchNorm()] }
+    /// Every built-in pass, in the default pipeline order: a BN folds into
+    /// the op before it first (the usual case, and it keeps the following
+    /// op's padding irrelevant); a decomposed BN (Mul/Add) next; a BN with
+    /// nothing before it into the op after it last. Each fold can expose
+    /// another (Conv → Mul → Add → BN), which the manager's next round finds.
+    public static var all: [any GraphPass] { [FoldBatchNorm(), FoldAffineIntoProducer(), FoldBatchNormForward()] }
 
     /// The pass called `name`, if there is one.
     public static func named(_ name: String) -> (any GraphPass)? {

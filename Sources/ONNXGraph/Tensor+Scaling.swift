@@ -29,6 +29,36 @@ public struct UnrepresentableElement: Error, Sendable {
     public let value: Double
 }
 
+/// Which channel each block of a weight belongs to, for the layouts folds
+/// meet: runs of `period × repeats` blocks, where a run uses the next
+/// `period` channels and cycles through them `repeats` times.
+///
+/// Block b's channel is `(b / (period·repeats))·period + b % period`:
+/// - `[C_out, C_in/g, k…]` scaled per output channel (Conv): blocks of
+///   Πk·C_in/g, period 1, repeats 1 (``consecutive``);
+/// - `[C_in, C_out/g, k…]` scaled per output channel (ConvTranspose):
+///   blocks of Πk, period C_out/g, repeats C_in/g — each group's input
+///   channels reuse that group's output-channel scales;
+/// - `[K, N]` scaled per column (Gemm with transB = 0, MatMul): blocks of 1,
+///   period N, repeats K;
+/// - `[C_out, C_in/g, k…]` scaled per input channel (a forward fold into a
+///   Conv): blocks of Πk, period C_in/g, repeats C_out/g.
+public struct BlockChannels: Sendable, Equatable, CustomStringConvertible {
+    public var period: Int
+    public var repeats: Int
+    public init(period: Int, repeats: Int) { self.period = period; self.repeats = repeats }
+
+    /// Block b is channel b.
+    public static let consecutive = BlockChannels(period: 1, repeats: 1)
+
+    @inline(__always)
+    public func channel(ofBlock block: Int) -> Int {
+        (block / (period &* repeats)) &* period &+ block % period
+    }
+
+    public var description: String { "period \(period), repeats \(repeats)" }
+}
+
 extension Tensor {
     /// The tensor with every element of block `b` multiplied by
     /// `scale[channelOfBlock(b)]`.
@@ -50,6 +80,27 @@ extension Tensor {
     ///   ``TensorDataError`` when the data cannot be read or the type is not
     ///   a floating-point type bnfold folds.
     public func scaledBlocks(blockSize: Int, scale: [Double], channelOfBlock: (Int) -> Int) throws -> Tensor {
+        guard blockSize > 0, let count = elementCount, count % blockSize == 0 else {
+            throw TensorDataError(tensor: name, "has \(elementCount ?? -1) elements, not a multiple of the block size \(blockSize)")
+        }
+        var blockScale = [Double](repeating: 0, count: count / blockSize)
+        for block in blockScale.indices {
+            let channel = channelOfBlock(block)
+            guard channel >= 0 && channel < scale.count else {
+                throw TensorDataError(tensor: name, "block \(block) maps to channel \(channel), outside 0..<\(scale.count)")
+            }
+            blockScale[block] = scale[channel]
+        }
+        return try scaledBlocks(blockSize: blockSize, scale: blockScale, channels: .consecutive)
+    }
+
+    /// The tensor with every element of block `b` multiplied by
+    /// `scale[channels.channel(ofBlock: b)]`: the same as
+    /// ``scaledBlocks(blockSize:scale:channelOfBlock:)`` for the periodic
+    /// layouts of ``BlockChannels``, without a table of one scale per block
+    /// (which for a per-element layout, blocks of 1, would be larger than
+    /// the weight itself).
+    public func scaledBlocks(blockSize: Int, scale: [Double], channels: BlockChannels) throws -> Tensor {
         let type = elementType
         guard type.isFoldableFloat else {
             throw TensorDataError(tensor: name, "has element type \(type); only float, double, float16 and bfloat16 can be scaled")
@@ -60,18 +111,15 @@ extension Tensor {
             throw TensorDataError(tensor: name, "has \(count) elements, not a multiple of the block size \(blockSize)")
         }
         let blocks = count / blockSize
-        var blockScale = [Double](repeating: 0, count: blocks)
-        for block in 0..<blocks {
-            let channel = channelOfBlock(block)
-            guard channel >= 0 && channel < scale.count else {
-                throw TensorDataError(tensor: name, "block \(block) maps to channel \(channel), outside 0..<\(scale.count)")
-            }
-            blockScale[block] = scale[channel]
+        guard channels.period > 0, channels.repeats > 0, blocks % (channels.period * channels.repeats) == 0,
+              blocks == 0 || channels.channel(ofBlock: blocks - 1) < scale.count else {
+            throw TensorDataError(tensor: name, "\(blocks) blocks do not map onto \(scale.count) channels as \(channels)")
         }
-        let producer = ScaledBlocks(source: source, type: type, blockSize: blockSize, blockScale: blockScale)
+        let producer = ScaledBlocks(source: source, type: type, blockSize: blockSize, scale: scale, channels: channels)
         if let failure = producer.firstUnrepresentable() { throw failure }
         return replacingBytes(with: ByteBuffer(producedBy: producer))
     }
+
     /// Scales elements `first ..< first + count` by `s` and returns the
     /// first element that does not fit, if any. The loops only accumulate a
     /// flag so that the compiler can vectorize them; the rare failure is then
@@ -167,17 +215,24 @@ final class ScaledBlocks: ByteProducer {
     let type: DataType
     let width: Int
     let blockSize: Int
-    let blockScale: [Double]
+    let scale: [Double]
+    let channels: BlockChannels
+    let blocks: Int
     let count: Int
 
-    init(source: ByteBuffer, type: DataType, blockSize: Int, blockScale: [Double]) {
+    init(source: ByteBuffer, type: DataType, blockSize: Int, scale: [Double], channels: BlockChannels) {
         self.source = source
         self.type = type
         self.width = type.byteCount(elements: 1) ?? 1
         self.blockSize = blockSize
-        self.blockScale = blockScale
+        self.scale = scale
+        self.channels = channels
         self.count = source.count
+        self.blocks = source.count / max(1, width * blockSize)
     }
+
+    @inline(__always)
+    func scale(ofBlock block: Int) -> Double { scale[channels.channel(ofBlock: block)] }
 
     /// The first element whose product does not round to a finite value.
     /// Rounding is monotonic in magnitude, so each block is checked through
@@ -190,8 +245,8 @@ final class ScaledBlocks: ByteProducer {
             // bytes), so that checking a 2 GB model does not hold 2 GB.
             let blocksPerChunk = max(1, (16 << 20) / max(1, blockSize * width))
             var block = 0
-            while block < blockScale.count {
-                let end = min(blockScale.count, block + blocksPerChunk)
+            while block < blocks {
+                let end = min(blocks, block + blocksPerChunk)
                 let (start, length) = (block * blockSize * width, (end - block) * blockSize * width)
                 if let storage, let base = src.baseAddress { storage.prefetch(base: base, offset: start, length: length) }
                 for b in block..<end {
@@ -207,7 +262,7 @@ final class ScaledBlocks: ByteProducer {
     /// Checks one block through its largest magnitude; only a failing block
     /// is searched element by element.
     private func check(block: Int, _ src: UnsafeRawBufferPointer) -> UnrepresentableElement? {
-        let s = blockScale[block]
+        let s = scale(ofBlock: block)
         let first = block * blockSize
         let (largest, allFinite) = largestMagnitude(src, first: first, count: blockSize)
         guard !allFinite || !s.isFinite || !type.roundsToFinite(largest * s.magnitude) else { return nil }
@@ -276,7 +331,7 @@ final class ScaledBlocks: ByteProducer {
                 let block = element / blockSize
                 let runEnd = min(lastElement, (block + 1) * blockSize)
                 _ = Tensor.scaleRun(type: type, src: src, dst: target, first: element, count: runEnd - element,
-                                    dstFirst: firstElement, by: blockScale[block])
+                                    dstFirst: firstElement, by: scale(ofBlock: block))
                 element = runEnd
             }
             if let storage, let base = src.baseAddress {

@@ -40,6 +40,16 @@ struct OperatorSchema {
             attributes: ["auto_pad": .string, "dilations": .ints, "group": .int, "kernel_shape": .ints,
                          "pads": .ints, "strides": .ints],
             floatInputs: [0, 1, 2]),
+        "ConvTranspose": OperatorSchema(
+            inputs: 2...3,
+            attributes: ["auto_pad": .string, "dilations": .ints, "group": .int, "kernel_shape": .ints,
+                         "output_padding": .ints, "output_shape": .ints, "pads": .ints, "strides": .ints],
+            floatInputs: [0, 1, 2]),
+        // Gemm also takes integer types (opset 11 on), so no float inputs here.
+        "Gemm": OperatorSchema(
+            inputs: 2...3,
+            attributes: ["alpha": .float, "beta": .float, "transA": .int, "transB": .int, "broadcast": .int],
+            floatInputs: []),
         "BatchNormalization": OperatorSchema(
             inputs: 5...5,
             attributes: ["epsilon": .float, "momentum": .float, "training_mode": .int, "spatial": .int,

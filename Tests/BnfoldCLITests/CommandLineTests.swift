@@ -28,7 +28,7 @@ import TestSupport
         #expect(remarks.first?["reason"] == "ProducerHasOtherUses")
         #expect(remarks.first?["pass"] == "fold-batchnorm")
         #expect(object["nodes_before"] as? Int == 3)
-        #expect(object["passes"] as? [String] == ["fold-batchnorm"])
+        #expect(object["passes"] as? [String] == ["fold-batchnorm", "fold-mul-add", "fold-batchnorm-forward"])
         #expect(r.stdout.split(separator: "\n").count == 1)
     }
 

@@ -134,7 +134,7 @@ func expectSingleFold(_ report: PassManager.Report, bn: String, sourceLocation: 
     #expect(report.remarks.count == 1, "remarks: \(report.remarks)", sourceLocation: sourceLocation)
     guard let r = report.remarks.first else { return }
     #expect(r.kind == .applied, sourceLocation: sourceLocation)
-    #expect(r.reason == FoldBatchNorm.Reason.folded.rawValue, sourceLocation: sourceLocation)
+    #expect(r.reason == FoldReason.convBatchNormFolded.rawValue, sourceLocation: sourceLocation)
     #expect(r.reason == "ConvBatchNormFolded", sourceLocation: sourceLocation)
     #expect(r.pass == "fold-batchnorm", sourceLocation: sourceLocation)
     #expect(r.node == bn, sourceLocation: sourceLocation)

@@ -1,6 +1,7 @@
 import ONNXGraph
 
-/// Folds an inference-mode `BatchNormalization` into the `Conv` before it.
+/// Folds an inference-mode `BatchNormalization` into the linear op before
+/// it: `Conv`, `ConvTranspose`, `Gemm`, `MatMul`, or `MatMul` → `Add(constant)`.
 ///
 /// Given:
 ///
@@ -15,36 +16,63 @@ import ONNXGraph
 ///     b'_c  = (b_c − μ_c) · s_c + β_c        (b_c = 0 when the Conv had no bias)
 ///
 /// Batch normalization in inference mode is the per-channel affine map
-/// z_c = s_c · (y_c − μ_c) + β_c, and a convolution's output channel c is
+/// z_c = s_c · (y_c − μ_c) + β_c, and each producer's output channel c is
 /// linear in the weights of that channel, so the fold is exact in real
 /// arithmetic. bnfold computes it in Double and rounds once into the
-/// weight's element type.
+/// weight's element type. Per producer, "the weights of channel c" are:
 ///
-/// The Conv takes the BatchNormalization's output name, so downstream nodes
-/// and graph outputs are untouched. A weight or bias shared with another
-/// node is not modified: the folded values go into a new initializer.
-/// Initializers and `Constant` nodes only the BatchNormalization used are
-/// removed.
+/// - `ConvTranspose`, W `[C_in, C_out/g, k…]`: `W[i, j, …]` with
+///   `(i / (C_in/g))·(C_out/g) + j = c` — in every input channel's slice,
+///   not the slice `W[c]` (that would be the classic wrong-axis fold).
+/// - `Gemm` (`Y = alpha·A'·B' + beta·C`, output `[M, N]`, channel = column):
+///   column c of B (`transB = 0`, B `[K, N]`) or row c (`transB = 1`), so the
+///   transB layout stays. `alpha` stays as it is; the bias term becomes
+///   `C'_c = (beta·C_c − μ_c)·s_c + β_c` with `beta = 1` — absorbing beta is
+///   exact in Double and needs no division (beta may be 0), where keeping it
+///   would store C'/beta and round twice. C' has shape `[N]`, or C's own
+///   shape when that has as many elements (`[1, N]`, `[M, N]`).
+/// - `MatMul` with a constant 2-D weight `[K, N]` and a rank-2 input
+///   (`[batch, K]`: the BN channel axis 1 is then the feature axis N):
+///   rewritten to `Gemm(A, B', C')` under the MatMul's name, with C' as
+///   above from b = 0 — or from the Add's constant for MatMul → Add → BN,
+///   which disappears. A Gemm rather than MatMul + Add: one node, which
+///   later folds (a second BN, a Mul, an Add) extend like any Gemm.
 ///
-/// Not folded (a `missed` remark with the reason id):
+/// The producer takes the BatchNormalization's output name, so downstream
+/// nodes and graph outputs are untouched. A weight or bias shared with
+/// another node is not modified: the folded values go into a new
+/// initializer. Initializers and `Constant` nodes only the folded nodes
+/// used are removed.
+///
+/// Applied reason ids: `ConvBatchNormFolded`, `ConvTransposeBatchNormFolded`,
+/// `GemmBatchNormFolded`, `MatMulBatchNormFolded` (MatMul, and MatMul → Add).
+///
+/// Not folded (a `missed` remark with the reason id, see ``FoldReason``):
 /// - `TrainingMode`: `training_mode = 1`, `is_test = 0` before opset 7, or
 ///   mean/variance outputs declared (which before opset 14 is what makes a
 ///   BatchNormalization training mode) — the output uses batch statistics.
 /// - `ExtraOutputsUsed`: the running mean/variance outputs are used.
 /// - `NotSpatial`: `spatial = 0` (opset < 9), per-activation statistics.
-/// - `NoFoldableProducer`: the input does not come from a Conv.
-/// - `ProducerHasOtherUses` / `ProducerIsGraphOutput`: the Conv's output is
-///   also needed unnormalized.
+/// - `NoFoldableProducer`: the input does not come from one of the ops above.
+/// - `ProducerHasOtherUses` / `ProducerIsGraphOutput`: the producer's output
+///   (or the MatMul's, before an Add) is also needed unnormalized.
+/// - `ChannelAxisMismatch`: a MatMul whose input has rank ≠ 2, so the BN's
+///   channel axis 1 is not the MatMul's feature axis.
+/// - `UnknownRank`: the rank of the MatMul's input is declared nowhere.
+/// - `BroadcastNotPerChannel` / `RankMismatch`: the Add between MatMul and
+///   BN is not one constant per column.
 /// - `NonConstantWeights` / `NonConstantBNParameters`: a value is not known
 ///   before run time.
-/// - `ShapeMismatch`: parameter lengths differ from the Conv's output channels.
+/// - `ShapeMismatch`: parameter lengths differ from the producer's output channels.
 /// - `UnsupportedElementType`: not float, double, float16 or bfloat16.
+/// - `UnsupportedAttribute`: a Gemm `transB`/`alpha`/`beta` or a `group`
+///   of a type or value the schema does not allow.
 /// - `NonPositiveVariance`: σ²_c + ε ≤ 0 for some channel.
 /// - `NotRepresentable`: a folded value is not finite, or overflows the
 ///   element type (float16 above 65504).
 public struct FoldBatchNorm: GraphPass {
     public let name = "fold-batchnorm"
-    public let summary = "Fold inference-mode BatchNormalization into the preceding Conv (W' = W·s, b' = (b − mean)·s + β)."
+    public let summary = "Fold inference-mode BatchNormalization into the Conv, ConvTranspose, Gemm or MatMul(+Add) before it (W' = W·s, b' = (b − mean)·s + β)."
 
     /// Default-domain opset versions whose BatchNormalization this pass
     /// understands (its definitions changed at 1, 6, 7, 9, 14 and 15; ONNX
@@ -53,261 +81,198 @@ public struct FoldBatchNorm: GraphPass {
 
     public init() {}
 
-    /// Stable reason ids of this pass's remarks.
-    public enum Reason: String, CaseIterable, Sendable {
-        case folded = "ConvBatchNormFolded"
-        case trainingMode = "TrainingMode"
-        case extraOutputsUsed = "ExtraOutputsUsed"
-        case notSpatial = "NotSpatial"
-        case noFoldableProducer = "NoFoldableProducer"
-        case producerHasOtherUses = "ProducerHasOtherUses"
-        case producerIsGraphOutput = "ProducerIsGraphOutput"
-        case nonConstantWeights = "NonConstantWeights"
-        case nonConstantBNParameters = "NonConstantBNParameters"
-        case shapeMismatch = "ShapeMismatch"
-        case unsupportedElementType = "UnsupportedElementType"
-        case nonPositiveVariance = "NonPositiveVariance"
-        case notRepresentable = "NotRepresentable"
-    }
+    /// The reason ids (shared by every fold pass).
+    public typealias Reason = FoldReason
 
     public func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         guard graph.nodes.contains(where: { $0.isOp("BatchNormalization") }) else { return PassResult(modified: false) }
-        guard let opset = context.defaultOpsetVersion else {
-            throw PassError(pass: name, "the model uses BatchNormalization but imports no default-domain opset")
-        }
-        guard Self.knownOpsets.contains(opset) else {
-            throw PassError(pass: name, "default-domain opset \(opset) is not one bnfold knows (\(Self.knownOpsets.lowerBound)–\(Self.knownOpsets.upperBound))")
-        }
-        var modified = false
-        var decided: Set<Int> = []  // BN nodes given a missed remark this run (by index; stable until a fold)
-        var index = 0
-        while index < graph.nodes.count {
-            let node = graph.nodes[index]
-            guard node.isOp("BatchNormalization"), !decided.contains(index) else { index += 1; continue }
-            let label = node.displayName(index: index)
-            switch match(bn: index, in: graph, opset: opset, irVersion: context.irVersion) {
-            case .failure(let miss):
-                context.remark(Remark(kind: .missed, pass: name, reason: miss.reason.rawValue, node: label,
-                                      message: miss.message))
-                decided.insert(index)
-                index += 1
-            case .success(let fold):
-                let convLabel = graph.nodes[fold.conv].displayName(index: fold.conv)
-                apply(fold, to: &graph, irVersion: context.irVersion)
-                context.remark(Remark(
-                    kind: .applied, pass: name, reason: Reason.folded.rawValue, node: label,
-                    message: "folded into \(convLabel) (\(fold.channels) channels, ε = \(fold.epsilon))"))
-                modified = true
-                // Node indices moved: rescan from the start. Re-deciding is
-                // cheap and deterministic; drop the earlier missed remarks so
-                // that each BN gets exactly one.
-                decided = []
-                index = 0
-                context.dropMissedRemarks(pass: name)
-            }
-        }
+        let opset = try Self.checkedOpset(context, pass: name)
+        let irVersion = context.irVersion
+        let modified = foldEachCandidate(
+            in: &graph, context: &context, pass: name,
+            isCandidate: { g, i in g.nodes[i].isOp("BatchNormalization") },
+            fold: { g, i in
+                match(bn: i, in: g, opset: opset, irVersion: irVersion).map { fold in
+                    apply(fold, to: &g, irVersion: irVersion, opset: opset)
+                    let via = fold.add.map { " and \($0.label)" } ?? ""
+                    return (fold.reason, "folded into \(fold.producer.label)\(via) (\(fold.producer.outChannels) channels, ε = \(fold.bn.epsilon))")
+                }
+            })
         return PassResult(modified: modified)
+    }
+
+    /// The default-domain opset, or the error for a model this pass cannot interpret.
+    static func checkedOpset(_ context: PassContext, pass: String) throws -> Int64 {
+        guard let opset = context.defaultOpsetVersion else {
+            throw PassError(pass: pass, "the model uses BatchNormalization but imports no default-domain opset")
+        }
+        guard knownOpsets.contains(opset) else {
+            throw PassError(pass: pass, "default-domain opset \(opset) is not one bnfold knows (\(knownOpsets.lowerBound)–\(knownOpsets.upperBound))")
+        }
+        return opset
     }
 
     // MARK: Matching
 
-    struct Miss: Error {
-        let reason: Reason
-        let message: String
-        init(_ reason: Reason, _ message: String) { self.reason = reason; self.message = message }
+    /// The Add of MatMul → Add → BN.
+    struct AddStep {
+        let node: Int
+        let label: String
+        /// The Add's constant operand, per output column.
+        let values: [Double]
+        let constantName: String
     }
 
     struct Fold {
-        let bn: Int
-        let conv: Int
-        let channels: Int
-        let epsilon: Float
-        let weight: Tensor
-        let weightSource: ConstantSource
-        let bias: Tensor
-        /// Where the existing bias comes from; nil when the Conv had none.
-        let biasSource: ConstantSource?
-    }
-
-    func match(bn index: Int, in graph: Graph, opset: Int64, irVersion: Int64) -> Result<Fold, Miss> {
-        let bn = graph.nodes[index]
-        // Mode attributes, per the BatchNormalization version in force.
-        if opset >= 14, let t = bn.intAttribute("training_mode"), t != 0 {
-            return .failure(Miss(.trainingMode, "training_mode = \(t): the output is normalized with batch statistics, which change with every batch"))
-        }
-        if opset < 7, (bn.intAttribute("is_test") ?? 0) == 0 {
-            return .failure(Miss(.trainingMode, "is_test is not set (opset \(opset)): the output is normalized with batch statistics, not the running ones"))
-        }
-        if opset < 9, let spatial = bn.intAttribute("spatial"), spatial == 0 {
-            return .failure(Miss(.notSpatial, "spatial = 0: statistics are per activation, not per channel"))
-        }
-        guard bn.inputs.count == 5, bn.outputs.count >= 1, !bn.outputs[0].isEmpty else {
-            return .failure(Miss(.shapeMismatch, "expects 5 inputs and an output, has \(bn.inputs.count) inputs"))
-        }
-        for extra in bn.outputs.dropFirst() where !extra.isEmpty {
-            if !graph.value(named: extra).isDead {
-                return .failure(Miss(.extraOutputsUsed, "its running mean/variance output '\(extra)' is used"))
+        let bn: InferenceBatchNorm
+        let producer: LinearOperator
+        let add: AddStep?
+        let rewrite: LinearRewrite
+        var reason: FoldReason {
+            switch producer.kind {
+            case .conv: .convBatchNormFolded
+            case .convTranspose: .convTransposeBatchNormFolded
+            case .gemm: .gemmBatchNormFolded
+            case .matMul: .matMulBatchNormFolded
             }
         }
-        // Before opset 14 the outputs decide the mode: a BatchNormalization
-        // that declares its mean/variance outputs is in training mode (and
-        // runtimes compute it with batch statistics), used or not. From 14
-        // on, training_mode = 0 with those outputs is not a valid node.
-        if let extra = bn.outputs.dropFirst().first(where: { !$0.isEmpty }) {
-            return .failure(Miss(.trainingMode, "it declares the mean/variance output '\(extra)', which only training mode produces: the output is normalized with batch statistics"))
+    }
+
+    func match(bn index: Int, in graph: Graph, opset: Int64, irVersion: Int64) -> Result<Fold, FoldMiss> {
+        if let problem = InferenceBatchNorm.modeProblem(bn: index, in: graph, opset: opset) { return .failure(problem) }
+        let x = graph.nodes[index].inputs[0]
+
+        // The producer: a linear op, or an Add(constant) after a MatMul.
+        let producerIndex: Int
+        var addIndex: Int?
+        switch singleUseProducer(of: x, consumer: index, in: graph, irVersion: irVersion) {
+        case .failure(let miss): return .failure(miss)
+        case .success(let p):
+            if LinearOperator.isLinear(graph.nodes[p]) {
+                producerIndex = p
+            } else if let (matMul, _) = matMulBeforeAdd(p, in: graph, irVersion: irVersion) {
+                switch singleUseProducer(of: graph.nodes[matMul].outputs[0], consumer: p, in: graph, irVersion: irVersion) {
+                case .failure(let miss): return .failure(miss)
+                case .success: (producerIndex, addIndex) = (matMul, p)
+                }
+            } else {
+                let add = graph.nodes[p].isOp("Add") ? " (an Add folds only after a MatMul; fold-mul-add folds it after a Conv, ConvTranspose or Gemm)" : ""
+                return .failure(FoldMiss(.noFoldableProducer, "its input '\(x)' comes from a \(graph.nodes[p].opType) node, not a Conv, ConvTranspose, Gemm or MatMul\(add)"))
+            }
         }
-        let x = bn.inputs[0]
-        let xValue = graph.value(named: x)
-        guard let (convIndex, _) = xValue.producer, graph.nodes[convIndex].isOp("Conv") else {
-            let what = xValue.producer.map { "a \(graph.nodes[$0.node].opType) node" } ?? "no node (a graph input or initializer)"
-            return .failure(Miss(.noFoldableProducer, "its input '\(x)' comes from \(what), not a Conv"))
+        let producerNode = graph.nodes[producerIndex]
+        let producerLabel = producerNode.displayName(index: producerIndex)
+        if producerNode.isOp("MatMul") {
+            // Y = A·B with B [K, N]: the columns are channels only when Y is [batch, N].
+            let names = [producerNode.inputs[0], producerNode.outputs[0], x, graph.nodes[index].outputs[0]]
+            guard let rank = graph.declaredRank(ofAny: names) else {
+                return .failure(FoldMiss(.unknownRank, "the rank of the input '\(producerNode.inputs[0])' of \(producerLabel) is not declared, so it is unknown whether the BN's channel axis 1 is the MatMul's feature axis"))
+            }
+            guard rank == 2 else {
+                return .failure(FoldMiss(.channelAxisMismatch, "\(producerLabel) computes a rank-\(rank) output whose features are on the last axis, but the BN normalizes axis 1"))
+            }
         }
-        let conv = graph.nodes[convIndex]
-        let convLabel = conv.displayName(index: convIndex)
-        if xValue.isGraphOutput {
-            return .failure(Miss(.producerIsGraphOutput, "the output '\(x)' of \(convLabel) is also a graph output, which must keep its unnormalized values"))
+        let op: LinearOperator
+        switch LinearOperator.read(producerIndex, in: graph, irVersion: irVersion) {
+        case .success(let read): op = read
+        case .failure(let miss): return .failure(miss)
         }
-        if xValue.uses.count != 1 {
-            let others = xValue.uses.filter { $0.node != index }
+        var add: AddStep?
+        if let addIndex {
+            let addNode = graph.nodes[addIndex]
+            guard let (_, constantSlot) = matMulBeforeAdd(addIndex, in: graph, irVersion: irVersion),
+                  case .success(let (tensor, _)) = graph.constant(named: addNode.inputs[constantSlot], irVersion: irVersion)
+            else { return .failure(FoldMiss(.noFoldableProducer, "the Add before it has no constant operand")) }
+            guard tensor.elementType == op.elementType else {
+                return .failure(FoldMiss(.unsupportedElementType, "the Add constant '\(addNode.inputs[constantSlot])' has element type \(tensor.elementType), the weight \(op.elementType)"))
+            }
+            switch perChannelValues(of: tensor, named: addNode.inputs[constantSlot], outputRank: 2, channels: op.outChannels) {
+            case .failure(let miss): return .failure(miss)
+            case .success(let values):
+                add = AddStep(node: addIndex, label: addNode.displayName(index: addIndex), values: values,
+                              constantName: addNode.inputs[constantSlot])
+            }
+        }
+        let bn: InferenceBatchNorm
+        switch InferenceBatchNorm.read(bn: index, in: graph, irVersion: irVersion, channels: op.outChannels,
+                                       partner: op.label) {
+        case .success(let read): bn = read
+        case .failure(let miss): return .failure(miss)
+        }
+        let added = add?.values ?? [Double](repeating: 0, count: op.outChannels)
+        let rewrite = op.foldingOutputAffine(scale: bn.scale, bias: { c, b in
+            (b + added[c] - bn.mean[c]) * bn.scale[c] + bn.beta[c]
+        }, createsBias: true)
+        switch rewrite {
+        case .failure(let miss): return .failure(miss)
+        case .success(let r): return .success(Fold(bn: bn, producer: op, add: add, rewrite: r))
+        }
+    }
+
+    /// The node producing `value`, when `consumer` is its only reader and it
+    /// is not a graph output.
+    func singleUseProducer(of value: String, consumer: Int, in graph: Graph,
+                           irVersion: Int64) -> Result<Int, FoldMiss> {
+        let v = graph.value(named: value)
+        guard let (producer, slot) = v.producer else {
+            return .failure(FoldMiss(.noFoldableProducer, "its input '\(value)' comes from no node (a graph input or initializer), not a Conv, ConvTranspose, Gemm or MatMul"))
+        }
+        guard slot == 0 else {
+            return .failure(FoldMiss(.noFoldableProducer, "its input '\(value)' is output \(slot) of a \(graph.nodes[producer].opType) node, not the output of a Conv, ConvTranspose, Gemm or MatMul"))
+        }
+        let node = graph.nodes[producer]
+        // A node that is not a candidate is reported as such, before its
+        // other uses matter.
+        guard LinearOperator.isLinear(node) || matMulBeforeAdd(producer, in: graph, irVersion: irVersion) != nil else {
+            return .success(producer)
+        }
+        let label = node.displayName(index: producer)
+        if v.isGraphOutput {
+            return .failure(FoldMiss(.producerIsGraphOutput, "the output '\(value)' of \(label) is also a graph output, which must keep its unnormalized values"))
+        }
+        if v.uses.count != 1 {
+            let others = v.uses.filter { $0.node != consumer }
             let what = others.count == 1
                 ? (others[0].input == nil ? "a subgraph of \(graph.nodes[others[0].node].displayName(index: others[0].node))"
                     : "\(graph.nodes[others[0].node].displayName(index: others[0].node))")
                 : "\(others.count) other nodes"
-            return .failure(Miss(.producerHasOtherUses, "the output '\(x)' of \(convLabel) is also used by \(what), which needs its unnormalized values"))
+            return .failure(FoldMiss(.producerHasOtherUses, "the output '\(value)' of \(label) is also used by \(what), which needs its unnormalized values"))
         }
-        guard conv.inputs.count >= 2 else {
-            return .failure(Miss(.shapeMismatch, "\(convLabel) has no weight input"))
-        }
+        return .success(producer)
+    }
 
-        // Constants.
-        func constant(_ name: String) -> Result<(Tensor, ConstantSource), NotConstant> {
-            graph.constant(named: name, irVersion: irVersion)
+    /// For an Add node `add` with one constant operand whose other operand a
+    /// MatMul computes: the MatMul's index and the constant's input slot.
+    func matMulBeforeAdd(_ add: Int, in graph: Graph, irVersion: Int64) -> (Int, Int)? {
+        let node = graph.nodes[add]
+        guard node.isOp("Add"), node.inputs.count == 2 else { return nil }
+        for slot in 0..<2 {
+            guard case .success = graph.constant(named: node.inputs[slot], irVersion: irVersion),
+                  let (p, output) = graph.value(named: node.inputs[1 - slot]).producer, output == 0,
+                  graph.nodes[p].isOp("MatMul")
+            else { continue }
+            return (p, slot)
         }
-        let weight: Tensor, weightSource: ConstantSource
-        switch constant(conv.inputs[1]) {
-        case .success(let w): (weight, weightSource) = w
-        case .failure(let why):
-            return .failure(Miss(.nonConstantWeights, "the weight '\(conv.inputs[1])' of \(convLabel) \(why.explanation)"))
-        }
-        var bias: (Tensor, ConstantSource)?
-        if conv.inputs.count >= 3, !conv.inputs[2].isEmpty {
-            switch constant(conv.inputs[2]) {
-            case .success(let b): bias = b
-            case .failure(let why):
-                return .failure(Miss(.nonConstantWeights, "the bias '\(conv.inputs[2])' of \(convLabel) \(why.explanation)"))
-            }
-        }
-        var params: [[Double]] = []
-        for (slot, role) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
-            switch constant(bn.inputs[slot]) {
-            case .failure(let why):
-                return .failure(Miss(.nonConstantBNParameters, "its \(role) '\(bn.inputs[slot])' \(why.explanation)"))
-            case .success(let (t, _)):
-                guard t.elementType.isFoldableFloat else {
-                    return .failure(Miss(.unsupportedElementType, "its \(role) has element type \(t.elementType)"))
-                }
-                guard let values = try? t.doubles() else {
-                    return .failure(Miss(.nonConstantBNParameters, "its \(role) '\(bn.inputs[slot])' could not be read"))
-                }
-                params.append(values)
-            }
-        }
-
-        // Shapes and types.
-        let type = weight.elementType
-        guard type.isFoldableFloat else {
-            return .failure(Miss(.unsupportedElementType, "the weight of \(convLabel) has element type \(type); bnfold folds float, double, float16 and bfloat16"))
-        }
-        guard weight.dims.count >= 3, let channels = weight.dims.first.map(Int.init), channels > 0 else {
-            return .failure(Miss(.shapeMismatch, "the weight of \(convLabel) has shape \(weight.dims), not [C_out, C_in/group, k...]"))
-        }
-        for (values, role) in zip(params, ["scale", "bias", "mean", "variance"]) where values.count != channels {
-            return .failure(Miss(.shapeMismatch, "its \(role) has \(values.count) values but \(convLabel) has \(channels) output channels"))
-        }
-        if let (b, _) = bias {
-            guard b.elementCount == channels else {
-                return .failure(Miss(.shapeMismatch, "the bias of \(convLabel) has \(b.elementCount ?? -1) values for \(channels) output channels"))
-            }
-            guard b.elementType == type else {
-                return .failure(Miss(.unsupportedElementType, "the bias of \(convLabel) has element type \(b.elementType), the weight \(type)"))
-            }
-        }
-        let epsilon = bn.floatAttribute("epsilon") ?? 1e-5
-
-        // The fold, in Double.
-        let b: [Double]
-        if let (existing, _) = bias {
-            guard let values = try? existing.doubles(), values.count == channels else {
-                return .failure(Miss(.nonConstantWeights, "the bias of \(convLabel) could not be read"))
-            }
-            b = values
-        } else {
-            b = [Double](repeating: 0, count: channels)
-        }
-        let (gamma, beta, mean, variance) = (params[0], params[1], params[2], params[3])
-        let eps = Double(epsilon)
-        var scale = [Double](repeating: 0, count: channels)
-        var newBias = [Double](repeating: 0, count: channels)
-        for c in 0..<channels {
-            let denominator = variance[c] + eps
-            guard denominator > 0 else {
-                return .failure(Miss(.nonPositiveVariance, "channel \(c) has variance \(variance[c]) + ε \(epsilon) ≤ 0"))
-            }
-            scale[c] = gamma[c] / denominator.squareRoot()
-            newBias[c] = (b[c] - mean[c]) * scale[c] + beta[c]
-            // The scale is never stored, so only the Double value must be finite.
-            guard scale[c].isFinite, type.roundsToFinite(newBias[c]) else {
-                return .failure(Miss(.notRepresentable, "channel \(c): the folded bias \(newBias[c]) (scale \(scale[c])) is not representable in \(type)"))
-            }
-        }
-        let foldedWeight: Tensor
-        do {
-            // W is [C_out, C_in/group, k...]: block c is output channel c.
-            let perChannel = (weight.elementCount ?? 0) / channels
-            foldedWeight = try weight.scaledBlocks(blockSize: perChannel, scale: scale, channelOfBlock: { $0 })
-        } catch let e as UnrepresentableElement {
-            return .failure(Miss(.notRepresentable, "weight element \(e.index) of \(convLabel) becomes \(e.value), which is not representable in \(type)"))
-        } catch {
-            return .failure(Miss(.nonConstantWeights, "the weight of \(convLabel) could not be read: \(error)"))
-        }
-        let foldedBias: Tensor
-        if let (existing, _) = bias, let t = existing.replacingData(with: newBias) {
-            foldedBias = t
-        } else if let t = Tensor(name: nil, elementType: type, dims: [Int64(channels)], values: newBias) {
-            foldedBias = t
-        } else {
-            return .failure(Miss(.unsupportedElementType, "cannot write element type \(type)"))
-        }
-        return .success(Fold(bn: index, conv: convIndex, channels: channels, epsilon: epsilon,
-                             weight: foldedWeight, weightSource: weightSource,
-                             bias: foldedBias, biasSource: bias?.1))
+        return nil
     }
 
     // MARK: Rewriting
 
-    func apply(_ fold: Fold, to graph: inout Graph, irVersion: Int64) {
-        let bn = graph.nodes[fold.bn]
-        let oldOutput = graph.nodes[fold.conv].outputs[0]
-        graph.replaceConstantInput(node: fold.conv, slot: 1, with: fold.weight, source: fold.weightSource,
-                                   irVersion: irVersion)
-        if let source = fold.biasSource {
-            graph.replaceConstantInput(node: fold.conv, slot: 2, with: fold.bias, source: source, irVersion: irVersion)
-        } else {
-            let base = graph.nodes[fold.conv].name.flatMap { $0.isEmpty ? nil : $0 } ?? graph.nodes[fold.conv].inputs[1]
-            let biasName = graph.uniqueName(base + "_bias")
-            graph.addInitializer(fold.bias, named: biasName, irVersion: irVersion)
-            if graph.nodes[fold.conv].inputs.count >= 3 {
-                graph.nodes[fold.conv].inputs[2] = biasName
-            } else {
-                graph.nodes[fold.conv].inputs.append(biasName)
-            }
+    func apply(_ fold: Fold, to graph: inout Graph, irVersion: Int64, opset: Int64) {
+        let bn = graph.nodes[fold.bn.node]
+        let op = fold.producer
+        var candidates = graph.apply(fold.rewrite, to: op, irVersion: irVersion, opset: opset)
+        candidates.insert(graph.nodes[op.node].outputs[0])
+        // The producer now computes the BN's output, under the BN's name.
+        graph.nodes[op.node].outputs[0] = bn.outputs[0]
+        var removed = [fold.bn.node]
+        if let add = fold.add {
+            candidates.formUnion(graph.nodes[add.node].inputs + graph.nodes[add.node].outputs)
+            removed.append(add.node)
         }
-        // The Conv now computes the BN's output, under the BN's name.
-        graph.nodes[fold.conv].outputs[0] = bn.outputs[0]
-        graph.nodes.remove(at: fold.bn)
-        var candidates = Set(bn.inputs.dropFirst())
+        for i in removed.sorted(by: >) { graph.nodes.remove(at: i) }
+        candidates.formUnion(bn.inputs.dropFirst())
         candidates.formUnion(bn.outputs.dropFirst())
-        candidates.insert(oldOutput)
         graph.removeDeadValues(candidates)
     }
 }

@@ -1,0 +1,125 @@
+/// The stable reason ids of the fold passes' remarks, one vocabulary for
+/// all of them: a reason means the same thing whichever pass gives it, so
+/// users can filter on it (`--json`, `bnfold inspect`).
+///
+/// Applied ids name the pattern in graph order (`ConvBatchNormFolded`: a
+/// Conv followed by a BatchNormalization). Missed ids name the obstacle.
+/// Each pass's doc comment lists the ids it uses and what they mean there.
+public enum FoldReason: String, CaseIterable, Sendable {
+    // MARK: Applied: BatchNormalization folded into the op before it (fold-batchnorm)
+    case convBatchNormFolded = "ConvBatchNormFolded"
+    case convTransposeBatchNormFolded = "ConvTransposeBatchNormFolded"
+    case gemmBatchNormFolded = "GemmBatchNormFolded"
+    /// MatMul → BN and MatMul → Add(constant) → BN, rewritten to one Gemm.
+    case matMulBatchNormFolded = "MatMulBatchNormFolded"
+
+    // MARK: Applied: constant Mul / Add folded into the op before it (fold-mul-add)
+    case convMulFolded = "ConvMulFolded"
+    case convAddFolded = "ConvAddFolded"
+    case convTransposeMulFolded = "ConvTransposeMulFolded"
+    case convTransposeAddFolded = "ConvTransposeAddFolded"
+    case gemmMulFolded = "GemmMulFolded"
+    case gemmAddFolded = "GemmAddFolded"
+
+    // MARK: Applied: BatchNormalization folded into the op after it (fold-batchnorm-forward)
+    case batchNormConvFolded = "BatchNormConvFolded"
+    case batchNormGemmFolded = "BatchNormGemmFolded"
+    /// BN → MatMul, rewritten to one Gemm.
+    case batchNormMatMulFolded = "BatchNormMatMulFolded"
+
+    // MARK: Missed
+    /// The BN uses batch statistics (`training_mode = 1`, `is_test = 0`, or
+    /// declared mean/variance outputs before opset 14).
+    case trainingMode = "TrainingMode"
+    /// The BN's running mean/variance outputs are used.
+    case extraOutputsUsed = "ExtraOutputsUsed"
+    /// `spatial = 0` (opset < 9): statistics per activation, not per channel.
+    case notSpatial = "NotSpatial"
+    /// The BN's input does not come from an op bnfold can fold it into.
+    case noFoldableProducer = "NoFoldableProducer"
+    /// The producer's output is also read by another node, which needs it unchanged.
+    case producerHasOtherUses = "ProducerHasOtherUses"
+    /// The producer's output is also a graph output.
+    case producerIsGraphOutput = "ProducerIsGraphOutput"
+    /// A weight or bias of the linear op is not known before run time.
+    case nonConstantWeights = "NonConstantWeights"
+    /// A BN parameter (or the Mul/Add operand) is not known before run time.
+    case nonConstantBNParameters = "NonConstantBNParameters"
+    /// Lengths or shapes disagree (parameters vs channels, weight rank).
+    case shapeMismatch = "ShapeMismatch"
+    /// Not float, double, float16 or bfloat16, or types differ.
+    case unsupportedElementType = "UnsupportedElementType"
+    /// σ² + ε ≤ 0 for some channel.
+    case nonPositiveVariance = "NonPositiveVariance"
+    /// A folded value is not finite or overflows the element type.
+    case notRepresentable = "NotRepresentable"
+    /// The BN normalizes axis 1, which is not the feature axis of the
+    /// MatMul/Gemm it would fold into (MatMul input of rank > 2, Gemm with transA = 1).
+    case channelAxisMismatch = "ChannelAxisMismatch"
+    /// The rank of a MatMul input is not declared anywhere, so whether axis 1
+    /// is its feature axis cannot be known.
+    case unknownRank = "UnknownRank"
+    /// A Mul/Add constant varies along an axis other than the channel axis
+    /// (e.g. shape `[C]` against NCHW aligns with W), so it is not a
+    /// per-channel scale or shift.
+    case broadcastNotPerChannel = "BroadcastNotPerChannel"
+    /// A Mul/Add constant has more axes than the op's output: broadcasting
+    /// would change the output's shape.
+    case rankMismatch = "RankMismatch"
+    /// A forward fold into a Conv that pads: padded zeros are not shifted by
+    /// the BN, so the folded bias would be wrong at the borders.
+    case paddingBreaksForwardFold = "PaddingBreaksForwardFold"
+    /// A forward fold: the BN's output is read by more than the one op.
+    case batchNormOutputHasOtherUses = "BatchNormOutputHasOtherUses"
+    /// A forward fold: the BN's output is a graph output.
+    case batchNormOutputIsGraphOutput = "BatchNormOutputIsGraphOutput"
+    /// An attribute the fold depends on has a type or value the ONNX schema
+    /// does not allow (e.g. a FLOAT `transB`, an unknown `auto_pad`).
+    case unsupportedAttribute = "UnsupportedAttribute"
+}
+
+/// A failed match: the reason id and a sentence for the user.
+struct FoldMiss: Error {
+    let reason: FoldReason
+    let message: String
+    init(_ reason: FoldReason, _ message: String) { self.reason = reason; self.message = message }
+}
+
+extension PassContext {
+    /// Records a missed remark about `node` unless the pass `deferringTo`
+    /// already explained it this round with a reason other than one of
+    /// `weakerThan`; an explanation with one of those reasons is replaced.
+    ///
+    /// One BatchNormalization, one verdict: the backward and forward folds
+    /// both look at every BN, and a user wants the most informative reason
+    /// ("the next Conv pads"), not "nothing to fold into" beside it.
+    mutating func remarkMissed(_ remark: Remark, deferringTo pass: String, weakerThan weak: Set<FoldReason>) {
+        let weakIds = Set(weak.map(\.rawValue))
+        let earlier = remarks.firstIndex { $0.kind == .missed && $0.pass == pass && $0.node == remark.node }
+        if let earlier {
+            guard weakIds.contains(remarks[earlier].reason) else { return }
+            remarks.remove(at: earlier)
+        }
+        remarks.append(remark)
+    }
+}
+
+extension FoldReason {
+    /// True for the applied ids of a fold that removed a BatchNormalization
+    /// (backward or forward; not the Mul/Add folds).
+    public var removesBatchNormalization: Bool {
+        switch self {
+        case .convBatchNormFolded, .convTransposeBatchNormFolded, .gemmBatchNormFolded, .matMulBatchNormFolded,
+             .batchNormConvFolded, .batchNormGemmFolded, .batchNormMatMulFolded: true
+        default: false
+        }
+    }
+}
+
+extension Remark {
+    /// True when this remark reports a folded BatchNormalization (for
+    /// counting them: `remarks.filter(\.foldedBatchNormalization).count`).
+    public var foldedBatchNormalization: Bool {
+        kind == .applied && (FoldReason(rawValue: reason)?.removesBatchNormalization ?? false)
+    }
+}
