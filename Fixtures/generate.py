@@ -802,6 +802,197 @@ def bad_fixtures():
 
 
 # --------------------------------------------------------------------------
+# the other fold patterns (ConvTranspose, Gemm, MatMul, Mul/Add, forward, chains)
+# --------------------------------------------------------------------------
+
+# A separate generator, so that adding fixtures here leaves the older ones
+# byte-identical.
+RNG3 = np.random.default_rng(SEED + 3)
+
+
+def bn_nodes(prefix, x, y, c, dtype=np.float32, name=None, **attrs):
+    """A BatchNormalization x -> y with random statistics: (node, initializers)."""
+    st = bn_stats(c, RNG3)
+    inits = [tensor(prefix + k, st[k], dtype) for k in ("scale", "B", "mean", "var")]
+    node = helper.make_node("BatchNormalization", [x] + [prefix + k for k in ("scale", "B", "mean", "var")], [y],
+                            name=name or prefix + "bn", **attrs)
+    return node, inits
+
+
+def pattern_fixtures():
+    r = RNG3
+    f32 = np.float32
+
+    # ConvTranspose, group 2 with C_out/group = 3 (a wrong-axis fold shows), bias, stride 2.
+    for name, dtype in [("convtranspose_group2_bn.onnx", f32), ("convtranspose_bn_fp16.onnx", np.float16)]:
+        cin, cout, g = 4, 6, 2
+        W = r.normal(0, 0.3, (cin, cout // g, 3, 3))
+        nodes = [helper.make_node("ConvTranspose", ["X", "W", "Bc"], ["C"], name="deconv", group=g,
+                                  kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])]
+        bn, bi = bn_nodes("", "C", "Y", cout, dtype, name="bn")
+        g_ = helper.make_graph(nodes + [bn], name[:-5], [vi("X", dtype, ["N", cin, 5, 5])],
+                               [vi("Y", dtype, ["N", cout, 10, 10])],
+                               [tensor("W", W, dtype), tensor("Bc", r.normal(0, 0.2, cout), dtype)] + bi)
+        save(make_model(g_, 15), name)
+        entry(name, "onnx.helper", 1, 1, {},
+              f"ConvTranspose2d (C_in 4, C_out 6, group 2, stride 2, bias) -> BN, {np.dtype(dtype).name}; "
+              "weight [C_in, C_out/group, k, k] must be scaled on axis 1 per group")
+
+    # Gemm -> BN (BatchNorm1d after Linear), transB 0 and 1, alpha/beta, bias forms.
+    for name, trans_b, alpha, beta, bias in [("gemm_bn_transb0.onnx", 0, 0.5, 2.0, "vector"),
+                                             ("gemm_bn_transb1.onnx", 1, 1.0, 1.0, None)]:
+        k, n = 8, 5
+        B = r.normal(0, 0.4, (n, k) if trans_b else (k, n))
+        inputs = ["A", "Bw"] + (["Cb"] if bias else [])
+        inits = [tensor("Bw", B)] + ([tensor("Cb", r.normal(0, 0.2, n))] if bias else [])
+        nodes = [helper.make_node("Gemm", inputs, ["G"], name="gemm", transB=trans_b, alpha=alpha, beta=beta)]
+        bn, bi = bn_nodes("", "G", "Y", n, name="bn")
+        g_ = helper.make_graph(nodes + [bn], name[:-5], [vi("A", f32, ["N", k])], [vi("Y", f32, ["N", n])], inits + bi)
+        save(make_model(g_, 15), name)
+        entry(name, "onnx.helper", 1, 1, {},
+              f"Gemm (transB {trans_b}, alpha {alpha}, beta {beta}, C {bias or 'absent'}) -> BN on [N, {n}]")
+
+    # MatMul -> Add(constant) -> BN, rank-2 input: becomes one Gemm.
+    k, n = 6, 4
+    nodes = [helper.make_node("MatMul", ["A", "Wm"], ["M"], name="matmul"),
+             helper.make_node("Add", ["M", "Ba"], ["S"], name="add")]
+    bn, bi = bn_nodes("", "S", "Y", n, name="bn")
+    g_ = helper.make_graph(nodes + [bn], "matmul_add_bn", [vi("A", f32, [3, k])], [vi("Y", f32, [3, n])],
+                           [tensor("Wm", r.normal(0, 0.4, (k, n))), tensor("Ba", r.normal(0, 0.2, n))] + bi)
+    save(make_model(g_, 15), "matmul_add_bn.onnx")
+    entry("matmul_add_bn.onnx", "onnx.helper", 1, 1, {},
+          "MatMul([3,6] x [6,4]) -> Add([4]) -> BN: folded into one Gemm", ops_after={"MatMul": 0, "Add": 0, "Gemm": 1})
+
+    # Decomposed BN after a Conv: Mul([1,C,1,1]) -> Add([C,1,1]).
+    c = 5
+    nodes, inits, conv_out, _ = conv_bn_parts(prefix="", nd=2, cin=3, cout=c, rng=r)
+    nodes += [helper.make_node("Mul", [conv_out, "s"], ["Ms"], name="mul"),
+              helper.make_node("Add", ["t", "Ms"], ["Y"], name="add")]
+    inits = [t for t in inits if t.name in ("W", "Bc")]
+    inits += [tensor("s", r.uniform(0.5, 1.5, (1, c, 1, 1)) * np.where(r.random((1, c, 1, 1)) < 0.3, -1, 1)),
+              tensor("t", r.normal(0, 0.3, (c, 1, 1)))]
+    g_ = helper.make_graph(nodes, "conv_mul_add", [vi("X", f32, ["N", 3, 6, 6])], [vi("Y", f32, ["N", c, 6, 6])], inits)
+    save(make_model(g_, 15), "conv_mul_add.onnx")
+    entry("conv_mul_add.onnx", "onnx.helper", 0, 0, {},
+          "Conv -> Mul([1,C,1,1]) -> Add([C,1,1]) (a BN exported as Mul + Add): both fold into the Conv",
+          ops_after={"Mul": 0, "Add": 0, "Conv": 1})
+
+    # Mul by [C] against NCHW with W == C: broadcasts along W, not per channel -> kept.
+    c = 4
+    nodes, inits, conv_out, _ = conv_bn_parts(prefix="", nd=2, cin=3, cout=c, spatial=4, rng=r)
+    nodes.append(helper.make_node("Mul", [conv_out, "s"], ["Y"], name="mul"))
+    inits = [t for t in inits if t.name in ("W", "Bc")] + [tensor("s", r.uniform(0.5, 1.5, c))]
+    g_ = helper.make_graph(nodes, "skip_mul_broadcast_w", [vi("X", f32, ["N", 3, 4, 4])], [vi("Y", f32, ["N", c, 4, 4])], inits)
+    save(make_model(g_, 15), "skip_mul_broadcast_w.onnx")
+    entry("skip_mul_broadcast_w.onnx", "onnx.helper", 0, 0, {},
+          "Conv (4 channels, 4x4) -> Mul([4]): the constant lines up with W, not C -> kept",
+          ops_after={"Mul": 1}, missed_other={"BroadcastNotPerChannel": 1})
+
+    # Forward folds: BN -> Conv without padding (folds), with padding (kept).
+    for name, pads, folded in [("bn_conv_nopad.onnx", 0, True), ("skip_bn_conv_pad.onnx", 1, False)]:
+        cin, cout = 3, 4
+        bn, bi = bn_nodes("", "X", "N0", cin, name="bn")
+        nodes = [bn, helper.make_node("Conv", ["N0", "W", "Bc"], ["Y"], name="conv", **conv_attrs(2, pad=pads))]
+        sp_out = 6 if pads else 4
+        g_ = helper.make_graph(nodes, name[:-5], [vi("X", f32, ["N", cin, 6, 6])], [vi("Y", f32, ["N", cout, sp_out, sp_out])],
+                               [tensor("W", conv_weight(cout, cin, [3, 3], r)), tensor("Bc", r.normal(0, 0.2, cout))] + bi)
+        save(make_model(g_, 15), name)
+        if folded:
+            entry(name, "onnx.helper", 1, 1, {}, "BN -> Conv(pads 0): folded forward into the Conv's weights and bias")
+        else:
+            entry(name, "onnx.helper", 1, 0, {"PaddingBreaksForwardFold": 1},
+                  "BN -> Conv(pads 1): padded zeros are not shifted by the BN -> kept")
+
+    # Chain: BN -> Conv -> BN ends as one Conv.
+    cin, cout = 3, 5
+    bn0, bi0 = bn_nodes("a_", "X", "N0", cin, name="bn_a")
+    bn1, bi1 = bn_nodes("b_", "C", "Y", cout, name="bn_b")
+    nodes = [bn0, helper.make_node("Conv", ["N0", "W"], ["C"], name="conv", **conv_attrs(2, pad=0)), bn1]
+    g_ = helper.make_graph(nodes, "chain_bn_conv_bn", [vi("X", f32, ["N", cin, 6, 6])], [vi("Y", f32, ["N", cout, 4, 4])],
+                           [tensor("W", conv_weight(cout, cin, [3, 3], r))] + bi0 + bi1)
+    save(make_model(g_, 15), "chain_bn_conv_bn.onnx")
+    entry("chain_bn_conv_bn.onnx", "onnx.helper", 2, 2, {}, "BN -> Conv(no pad, no bias) -> BN: both fold, one Conv left",
+          ops_after={"Conv": 1})
+
+    # IR >= 4: an initializer also listed as a graph input may be overridden -> kept.
+    m = simple_conv_bn("skip_overridable_initializer", nd=2, cin=3, cout=4, sp=5)
+    m.graph.input.append(vi("scale", f32, [4]))
+    m.ir_version = 8
+    save(m, "skip_overridable_initializer.onnx")
+    entry("skip_overridable_initializer.onnx", "onnx.helper", 1, 0, {"OverridableInitializer": 1},
+          "IR 8, the BN scale is an initializer and a graph input (callers may override it) -> kept "
+          "(folded with --assume-constant-inputs)")
+
+
+def torch_pattern_fixtures():
+    import contextlib
+    import io
+
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(SEED + 3)
+    trng = np.random.default_rng(SEED + 4)
+
+    def randomize(model):
+        with torch.no_grad():
+            for mod in model.modules():
+                if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    st = bn_stats(mod.num_features, trng)
+                    mod.weight.copy_(torch.from_numpy(st["scale"]).float())
+                    mod.bias.copy_(torch.from_numpy(st["B"]).float())
+                    mod.running_mean.copy_(torch.from_numpy(st["mean"]).float())
+                    mod.running_var.copy_(torch.from_numpy(st["var"]).float())
+        return model.eval()
+
+    class DeconvLinear(nn.Module):
+        """ConvTranspose2d + BatchNorm2d, then Linear + BatchNorm1d."""
+        def __init__(self):
+            super().__init__()
+            self.deconv = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+            self.bn2d = nn.BatchNorm2d(6)
+            self.fc = nn.Linear(6 * 8 * 8, 10)
+            self.bn1d = nn.BatchNorm1d(10)
+
+        def forward(self, x):
+            y = torch.relu(self.bn2d(self.deconv(x)))
+            return self.bn1d(self.fc(torch.flatten(y, 1)))
+
+    # The legacy exporter with its default settings (constant folding on,
+    # eval mode): it fuses Conv+BN itself but neither of these.
+    name = "torch_deconv_linear_bn.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(randomize(DeconvLinear()), (torch.randn(2, 4, 4, 4),), str(OUT / name), dynamo=False)
+    m = onnx.load(str(OUT / name))
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count("BatchNormalization") == 2 and "ConvTranspose" in ops and "Gemm" in ops, ops
+    entry(name, "torch-legacy", 2, 2, {},
+          "PyTorch legacy export, default settings: ConvTranspose2d(4,6,groups=2)+BatchNorm2d+ReLU, "
+          "Linear(384,10)+BatchNorm1d; no BatchNormalization may be left", ops_after={"BatchNormalization": 0})
+
+    # The dynamo exporter without optimisation: the conv bias is computed by
+    # Expand(CastLike(0, X), Shape(W)) when the Conv has none.
+    name = "torch_dynamo_nobias_bn.onnx"
+    model = randomize(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, 8, 8),), str(OUT / name), dynamo=True, optimize=False)
+    m = onnx.load(str(OUT / name))
+    site = os.path.dirname(os.path.dirname(torch.__file__)) + os.sep
+    for node in m.graph.node:
+        for prop in node.metadata_props:
+            prop.value = prop.value.replace(str(OUT.parent) + os.sep, "").replace(site, "<site-packages>/")
+    (OUT / name).write_bytes(m.SerializeToString())   # weights inline (onnx.load read any external data)
+    if (OUT / (name + ".data")).exists():
+        (OUT / (name + ".data")).unlink()
+    assert sum(n.op_type == "BatchNormalization" for n in m.graph.node) == 1
+    entry(name, "torch-dynamo", 1, 1, {},
+          "Conv2d(3,8,3,bias=False)+BN2d via the dynamo exporter with optimize=False: weights and the "
+          "computed zero bias reach the BN through small constant subgraphs (fold-constants)")
+
+
+# --------------------------------------------------------------------------
 # onnxruntime check and manifest
 # --------------------------------------------------------------------------
 
@@ -862,6 +1053,8 @@ def main():
     torch_fixtures()
     helper_fixtures()
     bad_fixtures()
+    pattern_fixtures()
+    torch_pattern_fixtures()
     ort_notes = {}
     for e in MANIFEST:
         p = OUT / e["file"]
@@ -871,7 +1064,8 @@ def main():
         if not ok:
             ort_notes[e["file"]] = why
             e["ort_compat"], _ = ort_compat_runs(p)
-    order = ["file", "source", "bn_total", "folded", "kept", "subgraph_bn", "ort", "ort_compat", "description"]
+    order = ["file", "source", "bn_total", "folded", "kept", "subgraph_bn", "ops_after", "missed_other", "ort",
+             "ort_compat", "description"]
     manifest = [{k: e[k] for k in order if k in e} for e in MANIFEST] + BAD_MANIFEST
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     for f, why in ort_notes.items():

@@ -9,10 +9,12 @@ For every entry of Fixtures/manifest.json:
 
 * good fixtures
   - fold:     `bnfold IN -o OUT --json`; the JSON counts (found/folded/kept) and the
-              reason ids of the "missed" fold-batchnorm remarks must match the manifest.
+              reason ids of the "missed" remarks of fold-batchnorm/fold-batchnorm-forward
+              (one verdict per BN) must match the manifest; so must other passes' missed
+              reason ids when the entry has "missed_other" (e.g. fold-mul-add's).
   - checker:  onnx.checker.check_model(OUT path, full_check=False).
   - graph:    the output's main graph has exactly bn_total - folded BatchNormalization
-              nodes (so none when all were folded).
+              nodes (so none when all were folded), and the op counts of "ops_after".
   - ort:      if the manifest says onnxruntime can run the model, both models are run on
               the same seeded random inputs and every output must agree (tolerances below).
               If onnxruntime cannot run it but "ort_compat" is set, both models are first
@@ -301,6 +303,14 @@ def ort_compare(in_path: Path, out_path: Path, eps_kind: str):
 # ---------------------------------------------------------------------------------------------
 
 
+# The passes that give each BatchNormalization its verdict, and the applied
+# reason ids that mean "this BN was folded" (fold-mul-add's applied remarks
+# fold Mul/Add nodes, not BNs).
+BN_PASSES = {"fold-batchnorm", "fold-batchnorm-forward"}
+BN_FOLDED = {"ConvBatchNormFolded", "ConvTransposeBatchNormFolded", "GemmBatchNormFolded", "MatMulBatchNormFolded",
+             "BatchNormConvFolded", "BatchNormGemmFolded", "BatchNormMatMulFolded"}
+
+
 def check_fold(res: Results, bnfold, fixtures: Path, e, tmp: Path):
     f = e["file"]
     src = fixtures / f
@@ -313,12 +323,16 @@ def check_fold(res: Results, bnfold, fixtures: Path, e, tmp: Path):
         report = json.loads(p.stdout)
         bn = report["batchnorm"]
         found, folded, kept = int(bn["found"]), int(bn["folded"]), int(bn["kept"])
-        remarks = [r for r in report.get("remarks", []) if r.get("pass") == "fold-batchnorm"]
+        all_remarks = report.get("remarks", [])
+        # One verdict per BatchNormalization, from the two passes that fold BNs.
+        remarks = [r for r in all_remarks if r.get("pass") in BN_PASSES]
     except Exception as ex:  # noqa: BLE001
         res.fail("fold", f, f"cannot read --json output ({ex}): {p.stdout[:200]!r}")
         return
     reasons = collections.Counter(r.get("reason") for r in remarks if r.get("kind") == "missed")
-    applied = sum(1 for r in remarks if r.get("kind") == "applied")
+    applied = sum(1 for r in remarks if r.get("kind") == "applied" and r.get("reason") in BN_FOLDED)
+    other_missed = collections.Counter(r.get("reason") for r in all_remarks
+                                       if r.get("kind") == "missed" and r.get("pass") not in BN_PASSES)
     want_kept = collections.Counter(e["kept"])
     problems = []
     sub = int(e.get("subgraph_bn", 0))
@@ -344,6 +358,8 @@ def check_fold(res: Results, bnfold, fixtures: Path, e, tmp: Path):
         problems.append(f"{sum(reasons.values())} missed remarks for {kept} kept BNs")
     if applied != folded:
         problems.append(f"{applied} applied remarks for {folded} folded BNs")
+    if "missed_other" in e and other_missed != collections.Counter(e["missed_other"]):
+        problems.append(f"other passes' missed reasons {dict(other_missed)}, expected {e['missed_other']}")
     if problems:
         res.fail("fold", f, "; ".join(problems))
     else:
@@ -361,10 +377,14 @@ def check_fold(res: Results, bnfold, fixtures: Path, e, tmp: Path):
     try:
         left = main_graph_bn_count(out)
         want_left = e["bn_total"] - e["folded"]
-        if left == want_left:
-            res.ok("graph", f, f"{left} BatchNormalization left in the main graph")
+        ops = collections.Counter(n.op_type for n in onnx.load(str(out), load_external_data=False).graph.node)
+        wrong_ops = {op: ops.get(op, 0) for op, n in e.get("ops_after", {}).items() if ops.get(op, 0) != n}
+        if left == want_left and not wrong_ops:
+            res.ok("graph", f, f"{left} BatchNormalization left in the main graph"
+                   + (f"; op counts {e['ops_after']}" if "ops_after" in e else ""))
         else:
-            res.fail("graph", f, f"{left} BatchNormalization left in the main graph, expected {want_left}")
+            res.fail("graph", f, f"{left} BatchNormalization left in the main graph, expected {want_left}"
+                     + (f"; op counts {wrong_ops}, expected {e['ops_after']}" if wrong_ops else ""))
     except Exception as ex:  # noqa: BLE001
         res.fail("graph", f, f"cannot load output: {ex}")
         return
