@@ -7,7 +7,7 @@ VENV := .venv-crosscheck
 RELEASE_BIN := .build/release/bnfold
 DEMO_FIXTURE := Fixtures/torch_resnet18.onnx
 
-.PHONY: all deps build release demo test unit-test asan-test crosscheck venv proto bench fuzz clean
+.PHONY: all deps build release demo test unit-test asan-test crosscheck venv proto bench docs fuzz clean
 
 all: release
 
@@ -72,6 +72,16 @@ proto:
 
 bench: release venv
 	bash bench/run.sh
+
+# DocC for the library products (the API reference and the "Writing a pass"
+# article) into .build/docs/<Target>; needs no network (swift-docc-plugin
+# resolves like the other dependencies).
+docs: deps
+	mkdir -p .build/docs
+	for t in GraphPasses ONNXGraph ONNXFile ReferenceRuntime Equivalence; do \
+		$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target $$t \
+			--disable-indexing --output-path .build/docs/$$t || exit 1; \
+	done
 
 # Fuzzes the reader, validation, the passes and the encoder with libFuzzer
 # (+ AddressSanitizer) for FUZZ_SECONDS, on a corpus seeded with Fixtures/.

@@ -5,30 +5,37 @@ import ONNXGraph
 import Testing
 import TestSupport
 
-// The library example from README.md, kept compiling and working here.
-// Keep the two in step.
+// The library example from README.md and the DocC article
+// (Sources/GraphPasses/GraphPasses.docc/WritingAPass.md), kept compiling and
+// working here. Keep the three in step.
 
-/// A pass is anything with `run(on:context:)`: here, drop Identity nodes by
-/// renaming their consumers' inputs (graph outputs keep their names).
-struct RemoveIdentity: GraphPass {
-    let name = "remove-identity"
-    let summary = "Remove Identity nodes whose output is not a graph output."
+/// Removes Identity nodes and inference Dropout nodes by pointing their
+/// readers at their input (graph outputs keep their names).
+struct RemoveIdentityAndDropout: GraphPass {
+    let name = "remove-identity-dropout"
+    let summary = "Remove Identity nodes and inference Dropout nodes whose output is not a graph output."
 
     func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         var modified = false
         var index = 0
         while index < graph.nodes.count {
             let node = graph.nodes[index]
-            guard node.isOp("Identity"), node.inputs.count == 1, node.outputs.count == 1,
-                  !graph.value(named: node.outputs[0]).isGraphOutput else { index += 1; continue }
-            for use in graph.value(named: node.outputs[0]).uses {
+            let passThrough = node.isOp("Identity")
+                || (node.isOp("Dropout") && node.inputs.count == 1
+                    && node.outputs.dropFirst().allSatisfy { $0.isEmpty || graph.value(named: $0).isDead })
+            guard passThrough, node.inputs.count >= 1, let output = node.outputs.first,
+                  !graph.value(named: output).isGraphOutput else { index += 1; continue }
+            for use in graph.value(named: output).uses {
                 if let slot = use.input {
                     graph.nodes[use.node].inputs[slot] = node.inputs[0]
                     modified = true
                 }
             }
-            if graph.value(named: node.outputs[0]).uses.isEmpty {
+            if graph.value(named: output).uses.isEmpty {
                 graph.nodes.remove(at: index)
+                context.remark(Remark(kind: .applied, pass: name, reason: "PassThroughRemoved",
+                                      node: node.displayName(index: index),
+                                      message: "\(node.opType) removed; its readers now read '\(node.inputs[0])'"))
                 modified = true
             } else {
                 index += 1  // still read inside a subgraph: keep it
@@ -41,24 +48,44 @@ struct RemoveIdentity: GraphPass {
 @Suite struct ReadmeExampleTests {
     @Test func readmeLibraryExampleRuns() throws {
         let scratch = ScratchDirectory()
-        // The README's steps, on a fixture with an Identity added after the Conv.
+        // The README's steps, on a fixture with an Identity and a Dropout
+        // between the Conv and the BN.
         var model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn.onnx"))
         var graph = try #require(model.graph)
         let bnIndex = try #require(graph.nodes.firstIndex { $0.opType == "BatchNormalization" })
         let convOutput = graph.nodes[bnIndex].inputs[0]
-        graph.nodes.insert(Node(opType: "Identity", inputs: [convOutput], outputs: ["id_out"], name: "id"), at: bnIndex)
-        graph.nodes[bnIndex + 1].inputs[0] = "id_out"
+        graph.nodes.insert(contentsOf: [
+            Node(opType: "Identity", inputs: [convOutput], outputs: ["id_out"], name: "id"),
+            Node(opType: "Dropout", inputs: ["id_out"], outputs: ["drop_out"], name: "drop"),
+        ], at: bnIndex)
+        graph.nodes[bnIndex + 2].inputs[0] = "drop_out"
         model.graph = graph
 
-        let manager = PassManager(passes: [FoldBatchNorm(), RemoveIdentity()])
+        let manager = PassManager(passes: BuiltinPasses.all + [RemoveIdentityAndDropout()])
         let report = try manager.run(on: &model)
         #expect(report.remarks.filter { $0.kind == .missed }.isEmpty)
-        #expect(report.remarks.map(\.reason) == ["ConvBatchNormFolded"])
-        // Round 1 removes the Identity (the BN's producer is then the Conv),
-        // round 2 folds, round 3 finds nothing to do.
+        #expect(report.remarks.map(\.reason) == ["PassThroughRemoved", "PassThroughRemoved", "ConvBatchNormFolded"])
+        #expect(report.remarks.prefix(2).map(\.node) == ["id", "drop"])
+        // Round 1 removes the Identity and the Dropout (the BN's producer is
+        // then the Conv), round 2 folds, round 3 finds nothing to do.
         #expect(report.iterations == 3)
         #expect(model.graph?.nodes.map(\.opType) == ["Conv"])
         _ = try ModelWriter.write(model, to: scratch.file("fused.onnx"))
         #expect(scratch.contents() == ["fused.onnx"])
+    }
+
+    /// A Dropout whose mask is read is not a pass-through: it stays.
+    @Test func dropoutWithUsedMaskStays() throws {
+        var graph = Graph(name: "g", nodes: [
+            Node(opType: "Dropout", inputs: ["x"], outputs: ["y", "mask"], name: "drop"),
+            Node(opType: "Relu", inputs: ["y"], outputs: ["z"], name: "relu"),
+            Node(opType: "Not", inputs: ["mask"], outputs: ["m2"], name: "not"),
+        ])
+        graph.inputs = [ValueInfo(name: "x")]
+        graph.outputs = [ValueInfo(name: "z"), ValueInfo(name: "m2")]
+        var model = Model(irVersion: 8, opsetImports: [OperatorSetID(domain: "", version: 17)], graph: graph)
+        let report = try PassManager(passes: [RemoveIdentityAndDropout()]).run(on: &model)
+        #expect(report.remarks.isEmpty)
+        #expect(model.graph == graph)
     }
 }
