@@ -49,6 +49,24 @@ def case(name, op, inputs, attrs=None, opset=17, outputs=1, exact=False, consts=
 
 
 CASES = [
+    # Sizes large enough that the runtime splits the work over its threads
+    # (gemm by rows or columns, im2col by channel, groups, elementwise ranges).
+    case("Conv 2d large (split gemm + im2col)", "Conv", [([1, 16, 32, 32], F), ([32, 16, 3, 3], F), ([32], F)],
+         dict(pads=[1, 1, 1, 1])),
+    case("Conv pointwise large", "Conv", [([1, 32, 24, 24], F), ([64, 32, 1, 1], F)]),
+    case("Conv many groups (split by group)", "Conv", [([2, 8, 16, 16], F), ([8, 2, 3, 3], F), ([8], F)],
+         dict(group=4, strides=[2, 1], pads=[0, 1, 2, 1])),
+    case("Add large per-channel broadcast", "Add", [([1, 64, 32, 32], F), ([1, 64, 1, 1], F)]),
+    case("Mul large same shape", "Mul", [([2, 32, 32, 32], F), ([2, 32, 32, 32], F)]),
+    case("Div large broadcast both", "Div", [([4, 1, 64, 64], F), ([1, 8, 1, 64], F)]),
+    case("Relu large", "Relu", [([1, 64, 64, 64], F)], exact=True),
+    case("MaxPool large 3x3/2", "MaxPool", [([1, 32, 56, 56], F)],
+         dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), exact=True),
+    case("AveragePool large", "AveragePool", [([1, 16, 40, 40], F)],
+         dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1)),
+    case("BatchNormalization large", "BatchNormalization",
+         [([2, 64, 32, 32], F), ([64], F), ([64], F), ([64], F), ([64], "var")]),
+    case("Gemm large", "Gemm", [([64, 512], F), ([256, 512], F), ([256], F)], dict(transB=1)),
     case("Conv 2d group stride pads dilations", "Conv", [([2, 4, 9, 8], F), ([6, 2, 3, 2], F), ([6], F)],
          dict(group=2, strides=[2, 1], pads=[1, 0, 2, 1], dilations=[2, 1])),
     case("Conv 2d SAME_UPPER", "Conv", [([1, 3, 7, 6], F), ([4, 3, 3, 4], F)], dict(auto_pad="SAME_UPPER", strides=[2, 2])),
