@@ -23,8 +23,8 @@ import ONNXGraph
 /// The Conv takes the BatchNormalization's output name, so downstream nodes
 /// and graph outputs are untouched. A weight or bias shared with another
 /// node is not modified: the folded values go into a new initializer.
-/// Initializers and `Constant` nodes only the BatchNormalization used are
-/// removed.
+/// Initializers, `Constant` and `Identity` nodes only the fold's inputs
+/// used are removed.
 ///
 /// Not folded (a `missed` remark with the reason id):
 /// - `TrainingMode`: `training_mode = 1`, `is_test = 0` before opset 7, or
@@ -36,7 +36,10 @@ import ONNXGraph
 /// - `ProducerHasOtherUses` / `ProducerIsGraphOutput`: the Conv's output is
 ///   also needed unnormalized.
 /// - `NonConstantWeights` / `NonConstantBNParameters`: a value is not known
-///   before run time.
+///   before run time (see ``PassContext/constant(named:in:)`` for what is).
+/// - `OverridableInitializer`: a weight or parameter is an initializer that
+///   is also a graph input of an IR ≥ 4 model, which callers may replace;
+///   folded only with ``PassContext/assumeConstantInputs``.
 /// - `ShapeMismatch`: parameter lengths differ from the Conv's output channels.
 /// - `UnsupportedElementType`: not float, double, float16 or bfloat16.
 /// - `NonPositiveVariance`: σ²_c + ε ≤ 0 for some channel.
@@ -64,6 +67,7 @@ public struct FoldBatchNorm: GraphPass {
         case producerIsGraphOutput = "ProducerIsGraphOutput"
         case nonConstantWeights = "NonConstantWeights"
         case nonConstantBNParameters = "NonConstantBNParameters"
+        case overridableInitializer = "OverridableInitializer"
         case shapeMismatch = "ShapeMismatch"
         case unsupportedElementType = "UnsupportedElementType"
         case nonPositiveVariance = "NonPositiveVariance"
@@ -85,7 +89,7 @@ public struct FoldBatchNorm: GraphPass {
             let node = graph.nodes[index]
             guard node.isOp("BatchNormalization"), !decided.contains(index) else { index += 1; continue }
             let label = node.displayName(index: index)
-            switch match(bn: index, in: graph, opset: opset, irVersion: context.irVersion) {
+            switch match(bn: index, in: graph, opset: opset, context: context) {
             case .failure(let miss):
                 context.remark(Remark(kind: .missed, pass: name, reason: miss.reason.rawValue, node: label,
                                       message: miss.message))
@@ -93,7 +97,7 @@ public struct FoldBatchNorm: GraphPass {
                 index += 1
             case .success(let fold):
                 let convLabel = graph.nodes[fold.conv].displayName(index: fold.conv)
-                apply(fold, to: &graph, irVersion: context.irVersion)
+                apply(fold, to: &graph, context: context)
                 context.remark(Remark(
                     kind: .applied, pass: name, reason: Reason.folded.rawValue, node: label,
                     message: "folded into \(convLabel) (\(fold.channels) channels, ε = \(fold.epsilon))"))
@@ -129,7 +133,7 @@ public struct FoldBatchNorm: GraphPass {
         let biasSource: ConstantSource?
     }
 
-    func match(bn index: Int, in graph: Graph, opset: Int64, irVersion: Int64) -> Result<Fold, Miss> {
+    func match(bn index: Int, in graph: Graph, opset: Int64, context: PassContext) -> Result<Fold, Miss> {
         let bn = graph.nodes[index]
         // Mode attributes, per the BatchNormalization version in force.
         if opset >= 14, let t = bn.intAttribute("training_mode"), t != 0 {
@@ -181,27 +185,30 @@ public struct FoldBatchNorm: GraphPass {
 
         // Constants.
         func constant(_ name: String) -> Result<(Tensor, ConstantSource), NotConstant> {
-            graph.constant(named: name, irVersion: irVersion)
+            context.constant(named: name, in: graph)
+        }
+        func notConstant(_ reason: Reason, _ why: NotConstant, _ what: String) -> Result<Fold, Miss> {
+            .failure(Miss(why.root == .overridableInitializer ? .overridableInitializer : reason, "\(what) \(why.explanation)"))
         }
         let weight: Tensor, weightSource: ConstantSource
         switch constant(conv.inputs[1]) {
         case .success(let w): (weight, weightSource) = w
         case .failure(let why):
-            return .failure(Miss(.nonConstantWeights, "the weight '\(conv.inputs[1])' of \(convLabel) \(why.explanation)"))
+            return notConstant(.nonConstantWeights, why, "the weight '\(conv.inputs[1])' of \(convLabel)")
         }
         var bias: (Tensor, ConstantSource)?
         if conv.inputs.count >= 3, !conv.inputs[2].isEmpty {
             switch constant(conv.inputs[2]) {
             case .success(let b): bias = b
             case .failure(let why):
-                return .failure(Miss(.nonConstantWeights, "the bias '\(conv.inputs[2])' of \(convLabel) \(why.explanation)"))
+                return notConstant(.nonConstantWeights, why, "the bias '\(conv.inputs[2])' of \(convLabel)")
             }
         }
         var params: [[Double]] = []
         for (slot, role) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
             switch constant(bn.inputs[slot]) {
             case .failure(let why):
-                return .failure(Miss(.nonConstantBNParameters, "its \(role) '\(bn.inputs[slot])' \(why.explanation)"))
+                return notConstant(.nonConstantBNParameters, why, "its \(role) '\(bn.inputs[slot])'")
             case .success(let (t, _)):
                 guard t.elementType.isFoldableFloat else {
                     return .failure(Miss(.unsupportedElementType, "its \(role) has element type \(t.elementType)"))
@@ -285,17 +292,18 @@ public struct FoldBatchNorm: GraphPass {
 
     // MARK: Rewriting
 
-    func apply(_ fold: Fold, to graph: inout Graph, irVersion: Int64) {
+    func apply(_ fold: Fold, to graph: inout Graph, context: PassContext) {
         let bn = graph.nodes[fold.bn]
         let oldOutput = graph.nodes[fold.conv].outputs[0]
+        let oldConstants = graph.nodes[fold.conv].inputs.dropFirst()  // read through Identity chains, maybe
         graph.replaceConstantInput(node: fold.conv, slot: 1, with: fold.weight, source: fold.weightSource,
-                                   irVersion: irVersion)
+                                   context: context)
         if let source = fold.biasSource {
-            graph.replaceConstantInput(node: fold.conv, slot: 2, with: fold.bias, source: source, irVersion: irVersion)
+            graph.replaceConstantInput(node: fold.conv, slot: 2, with: fold.bias, source: source, context: context)
         } else {
             let base = graph.nodes[fold.conv].name.flatMap { $0.isEmpty ? nil : $0 } ?? graph.nodes[fold.conv].inputs[1]
-            let biasName = graph.uniqueName(base + "_bias")
-            graph.addInitializer(fold.bias, named: biasName, irVersion: irVersion)
+            let biasName = context.uniqueName(base + "_bias", in: graph)
+            graph.addInitializer(fold.bias, named: biasName, context: context)
             if graph.nodes[fold.conv].inputs.count >= 3 {
                 graph.nodes[fold.conv].inputs[2] = biasName
             } else {
@@ -308,7 +316,8 @@ public struct FoldBatchNorm: GraphPass {
         var candidates = Set(bn.inputs.dropFirst())
         candidates.formUnion(bn.outputs.dropFirst())
         candidates.insert(oldOutput)
-        graph.removeDeadValues(candidates)
+        candidates.formUnion(oldConstants)
+        graph.removeDeadValues(candidates, context: context)
     }
 }
 
