@@ -46,6 +46,11 @@ struct Fold: ParsableCommand {
     @Flag(name: .customLong("no-verify"), help: "Do not check the folded model against the original before writing it.")
     var noVerify = false
 
+    @Flag(name: .customLong("assume-constant-inputs"), help: ArgumentHelp(
+        "Treat initializers that are also graph inputs as constants (IR version 4 or later).",
+        discussion: "Such a value is a default a caller may replace at run time, so it is not folded unless this is given; a folded one is no longer listed as a graph input."))
+    var assumeConstantInputs = false
+
     func validate() throws {
         _ = try selectedPasses()
     }
@@ -80,7 +85,7 @@ struct Fold: ParsableCommand {
             // A value-type copy: the passes leave it alone (folded tensors
             // produce their bytes lazily from the original's buffers).
             let original = model
-            let manager = PassManager(passes: try selectedPasses())
+            let manager = PassManager(passes: try selectedPasses(), assumeConstantInputs: assumeConstantInputs)
             let passReport: PassManager.Report
             do {
                 passReport = try manager.run(on: &model)

@@ -114,8 +114,9 @@ public struct FoldConstants: GraphPass {
                 index += 1
             case .folded(let outputs):
                 let before = graph.nodes.count
+                let read = outputs.filter { !graph.value(named: $0.name ?? "").uses.isEmpty }
                 graph.nodes.remove(at: index)
-                for output in outputs { graph.addInitializer(output, named: output.name ?? "", context: context) }
+                for output in read { graph.addInitializer(output, named: output.name ?? "", context: context) }
                 graph.removeDeadValues(Set(node.inputs), context: context)
                 let shapes = outputs.map { "\($0.elementType) \($0.dims)" }.joined(separator: ", ")
                 context.remark(Remark(kind: .applied, pass: name, reason: Reason.folded.rawValue, node: label,
@@ -186,12 +187,14 @@ public struct FoldConstants: GraphPass {
         case leftAlone
     }
 
-    /// The node's outputs computed, or why not.
+    /// The node's outputs (named, empty names left out) computed, or why not.
     func evaluate(_ node: Node, inputs: [Input], opset: Int64, supported: Set<String>) -> Outcome {
         let outputNames = node.outputs.filter { !$0.isEmpty }
-        if (node.isOp("Shape") || node.isOp("Size")), case .constant(let data)? = inputs.first {
+        if (node.isOp("Shape") || node.isOp("Size")), case .constant(let data)? = inputs.first, outputNames.count == 1 {
             switch shapeQuery(node, data: data, opset: opset) {
-            case .success(let t): return .folded([t])
+            case .success(var t):
+                t.name = outputNames[0]
+                return .folded([t])
             case .failure(let miss): return .missed(miss)
             }
         }
