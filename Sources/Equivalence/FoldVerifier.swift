@@ -186,8 +186,16 @@ public enum FoldVerifier {
 
     // MARK: Cutting out a pair
 
-    /// A constant's tensor: an initializer or a `Constant` node's `value`.
+    /// A constant's tensor: an initializer or a `Constant` node's `value`,
+    /// also behind `Identity` nodes (exporters put them in front of shared weights).
     static func constant(_ name: String, in graph: Graph) throws -> Tensor {
+        var name = name
+        var hops = 0
+        while let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Identity"),
+              graph.nodes[p.node].inputs.count == 1, hops < graph.nodes.count {
+            name = graph.nodes[p.node].inputs[0]
+            hops += 1
+        }
         if let t = graph.initializer(named: name) { return t }
         if let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Constant"),
            let t = graph.nodes[p.node].attribute("value")?.t {
@@ -220,6 +228,9 @@ public enum FoldVerifier {
                     g.initializers.append(t)
                 } else if let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Constant") {
                     constantNodes.append(graph.nodes[p.node])
+                } else if var t = try? constant(name, in: graph) {  // behind Identity nodes
+                    t.name = name
+                    g.initializers.append(t)
                 } else {
                     throw EquivalenceError("input '\(name)' of \(node.opType) is not a constant")
                 }

@@ -45,6 +45,10 @@ public enum FoldReason: String, CaseIterable, Sendable {
     case nonConstantWeights = "NonConstantWeights"
     /// A BN parameter (or the Mul/Add operand) is not known before run time.
     case nonConstantBNParameters = "NonConstantBNParameters"
+    /// A weight or parameter is an initializer that is also a graph input of
+    /// an IR ≥ 4 model, which callers may replace at run time; folded only
+    /// with `--assume-constant-inputs` (``PassContext/assumeConstantInputs``).
+    case overridableInitializer = "OverridableInitializer"
     /// Lengths or shapes disagree (parameters vs channels, weight rank).
     case shapeMismatch = "ShapeMismatch"
     /// Not float, double, float16 or bfloat16, or types differ.
