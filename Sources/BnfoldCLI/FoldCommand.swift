@@ -259,7 +259,7 @@ struct Verification {
         let sampled = pairs.filter { $0.channelsChecked < $0.channels }
         if !sampled.isEmpty {
             v.notes.append("\(sampled.count) large folded pair(s) were checked on a sample of their output channels ("
-                + sampled.map { "\($0.conv): \($0.channelsChecked) of \($0.channels)" }.joined(separator: ", ") + ")")
+                + sampled.map { "\($0.producer): \($0.channelsChecked) of \($0.channels)" }.joined(separator: ", ") + ")")
         }
         if let bad = pairs.first(where: { !$0.passed }) {
             v.failure = "\(bad.failureDescription)\(pairs.count > 1 ? " (\(v.summary.pairsFailed) of \(pairs.count) pairs failed)" : "")"
@@ -289,8 +289,8 @@ struct Verification {
 }
 
 /// TEST HOOK, not a feature: with BNFOLD_TEST_BREAK_FOLD=1 in the
-/// environment, the fold command scales the weight of the first folded Conv
-/// by 1.01 after the passes, so that tests can see verification fail (exit 1,
+/// environment, the fold command scales the weight of the first op a BN was
+/// folded into by 1.01 after the passes, so that tests can see verification fail (exit 1,
 /// no output file). Confined to this file; nothing else reads the variable.
 enum TestHook {
     static func breakFirstFold(_ model: inout Model, original: Model) {

@@ -144,14 +144,6 @@ extension PassContext {
 }
 
 extension Graph {
-    /// The constant tensor called `name` in a main graph, with the default
-    /// options: ``PassContext/constant(named:in:)`` for a main-graph context
-    /// of IR version `irVersion`. Passes should ask their context instead,
-    /// which also knows subgraph scopes and `assumeConstantInputs`.
-    public func constant(named name: String, irVersion: Int64) -> Result<(Tensor, ConstantSource), NotConstant> {
-        PassContext(irVersion: irVersion, opsetImports: []).constant(named: name, in: self)
-    }
-
     /// The tensor a `Constant` node produces, for the numeric forms of its value.
     static func constantNodeTensor(_ node: Node) -> Tensor? {
         guard let a = node.attributes.first, node.attributes.count == 1, let name = a.name else { return nil }

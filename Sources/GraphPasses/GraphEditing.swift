@@ -64,14 +64,6 @@ extension Graph {
         nodes[node].inputs[slot] = newName
     }
 
-    /// ``replaceConstantInput(node:slot:with:source:context:)`` in a main
-    /// graph with default options.
-    public mutating func replaceConstantInput(node: Int, slot: Int, with tensor: Tensor,
-                                              source: ConstantSource, irVersion: Int64) {
-        replaceConstantInput(node: node, slot: slot, with: tensor, source: source,
-                             context: PassContext(irVersion: irVersion, opsetImports: []))
-    }
-
     /// Appends an initializer. IR < 4 requires every initializer of the
     /// main graph to be listed as a graph input as well, so for those models
     /// an input is added too; a subgraph's inputs are bound by its owner
@@ -85,11 +77,6 @@ extension Graph {
         }
     }
 
-    /// ``addInitializer(_:named:context:)`` in a main graph of IR version `irVersion`.
-    public mutating func addInitializer(_ tensor: Tensor, named name: String, irVersion: Int64) {
-        addInitializer(tensor, named: name, context: PassContext(irVersion: irVersion, opsetImports: []))
-    }
-
     /// Removes the values in `names` that nothing uses any more: their
     /// initializers (and the matching graph inputs), the `Constant` and
     /// `Identity` nodes that produce them — following `Identity` chains
@@ -98,7 +85,7 @@ extension Graph {
     /// graph outputs, real graph inputs and `keeping` are kept, and so is
     /// everything not reached from `names`: a pass removes only what it made
     /// dead, never what the model already carried unused.
-    public mutating func removeDeadValues(_ names: Set<String>, keeping: Set<String> = []) {
+    public mutating func removeDeadValues(_ names: Set<String>, keeping: Set<String>) {
         var candidates = names
         var dead: Set<String> = []
         while !candidates.isEmpty {

@@ -67,22 +67,43 @@ public struct PassManager {
         while changed && iterations < maxIterations {
             changed = false
             iterations += 1
-            var remarks: [Remark] = []
+            var round: [ScopedRemark] = []
             for pass in passes {
-                if try run(pass, on: &graph, context: context, remarks: &remarks) { changed = true }
+                if try run(pass, on: &graph, context: context, remarks: &round) { changed = true }
             }
+            let remarks = round.map { $0.qualified }
             applied += remarks.filter { $0.kind == .applied }
             lastMissed = remarks.filter { $0.kind == .missed }
         }
         return Report(remarks: applied + lastMissed, iterations: iterations, hitIterationCap: changed)
     }
 
+    /// A remark of the current round and the scope path of the graph it is about.
+    struct ScopedRemark {
+        var path: [String]
+        var remark: Remark
+        /// The remark with its node named by path (`If_0/then_branch/bn1`).
+        var qualified: Remark {
+            var r = remark
+            r.node = GraphScope(path: path).qualified(r.node)
+            return r
+        }
+    }
+
     /// Runs `pass` on `graph` (in `context.scope`), then on the subgraphs
-    /// inside it; appends the remarks, qualified by scope, to `remarks`.
-    /// Returns whether anything changed.
+    /// inside it, updating the round's `remarks`. Returns whether anything changed.
+    ///
+    /// The pass sees this round's earlier remarks about the same graph (and
+    /// only those): one pass may defer to, or replace, another's verdict on
+    /// the same node (``PassContext/remarkMissed(_:deferringTo:weakerThan:)``),
+    /// and may drop its own. What it removed goes from `remarks`, what it
+    /// added is appended.
     private func run(_ pass: any GraphPass, on graph: inout Graph, context: PassContext,
-                     remarks: inout [Remark]) throws -> Bool {
-        var local = context  // a fresh remark list per graph: passes may drop their own
+                     remarks: inout [ScopedRemark]) throws -> Bool {
+        let path = context.scope.path
+        let mine = remarks.indices.filter { remarks[$0].path == path }
+        var local = context
+        local.remarks = mine.map { remarks[$0].remark }
         let modified: Bool
         do {
             modified = try pass.run(on: &graph, context: &local).modified
@@ -91,11 +112,19 @@ public struct PassManager {
         } catch {
             throw PassError(pass: pass.name, "pass \(pass.name) failed: \(error)")
         }
-        remarks += local.remarks.map { remark in
-            var r = remark
-            r.node = context.scope.qualified(r.node)
-            return r
+        // Passes only remove and append remarks: what is left of the earlier
+        // ones is a subsequence of them, in order, followed by the new ones.
+        var kept = 0
+        var removed: Set<Int> = []
+        for i in mine {
+            if kept < local.remarks.count && local.remarks[kept] == remarks[i].remark {
+                kept += 1
+            } else {
+                removed.insert(i)
+            }
         }
+        remarks = remarks.indices.filter { !removed.contains($0) }.map { remarks[$0] }
+        remarks += local.remarks[kept...].map { ScopedRemark(path: path, remark: $0) }
         var changed = modified
         var noLongerRead: Set<String> = []
         for index in graph.nodes.indices where !graph.nodes[index].subgraphs.isEmpty {

@@ -3,7 +3,7 @@ import Testing
 import ONNXGraph
 import TestSupport
 
-/// Runs the built-in pipeline (fold-constants, then fold-batchnorm) as the CLI does.
+/// Runs the default pipeline (every built-in pass, ``BuiltinPasses/all``) as the CLI does.
 func runBuiltins(_ model: inout Model, assumeConstantInputs: Bool = false) throws -> PassManager.Report {
     try PassManager(passes: BuiltinPasses.all, assumeConstantInputs: assumeConstantInputs).run(on: &model)
 }

@@ -201,6 +201,6 @@ struct FoldConstantsTests {
     func reasonIds() {
         #expect(FoldConstants.Reason.allCases.map(\.rawValue) ==
             ["ConstantFolded", "UnsupportedOperator", "ExceedsSizeLimit", "EvaluationFailed"])
-        #expect(BuiltinPasses.all.map(\.name) == ["fold-constants", "fold-batchnorm"])
+        #expect(BuiltinPasses.all.map(\.name) == ["fold-constants", "fold-batchnorm", "fold-mul-add", "fold-batchnorm-forward"])
     }
 }
