@@ -31,7 +31,7 @@ let package = Package(
         // MARK: Public API
         .target(name: "ONNXGraph"),
         .target(name: "ONNXFile", dependencies: ["ONNXGraph", "CONNX"]),
-        .target(name: "GraphPasses", dependencies: ["ONNXGraph"]),
+        .target(name: "GraphPasses", dependencies: ["ONNXGraph", "ReferenceRuntime"]),
         .target(name: "ReferenceRuntime", dependencies: ["ONNXGraph", "CBLAS"]),
         .target(name: "Equivalence", dependencies: ["ONNXGraph", "ReferenceRuntime"]),
 

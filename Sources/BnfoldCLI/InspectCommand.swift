@@ -27,7 +27,7 @@ struct Inspect: ParsableCommand {
         do {
             var model = try readValidModel(input)
             let original = model
-            let manager = PassManager(passes: try passOptions.selected())
+            let manager = PassManager(passes: try passOptions.selected(), assumeConstantInputs: passOptions.assumeConstantInputs)
             let passReport = try runPipeline(manager, on: &model, input: input)
             let report = InspectReport(input: input, passes: manager.passes.map(\.name), original: original,
                                        folded: model, remarks: passReport.remarks)

@@ -9,15 +9,18 @@ import ReferenceRuntime
 /// 8 · max(noise, u · scale) of a float64 evaluation of the original; for
 /// float16/bfloat16 models this means "no less accurate than the original"):
 ///
-/// - **Pairs** (``verifyPairs(original:folded:seed:)``): every
-///   `Conv → BatchNormalization` of the original whose BN output the folded
-///   model computes with a `Conv` is cut out as two one-output models — the
-///   original Conv + BN, and the folded Conv — and run on a seeded random
-///   input `[1, C_in, s…]` with C_in = W.dims[1] · group and a small spatial
-///   size s (``pairSpatialSize(kernel:dilation:)``: the dilated kernel, at
-///   least 4), in the model's element type and in float64. Convolution is
-///   shift-invariant, so a small image exercises every weight of every
-///   output channel at a fraction of the cost of the declared size.
+/// - **Pairs** (``verifyPairs(original:folded:seed:)``): every BN of the
+///   original that `fold-batchnorm` folded into the op before it (see
+///   ``foldedPairs(original:folded:)``: Conv, ConvTranspose, Gemm, MatMul,
+///   MatMul → Add) is cut out as two one-output models — the original op
+///   (+ Add) + BN, and the folded op — and run on a seeded random input, in
+///   the model's element type and in float64. Convolutions get
+///   `[1, C_in, s…]` with a small spatial size s
+///   (``pairSpatialSize(kernel:dilation:)``: the dilated kernel, at least 4):
+///   convolution is shift-invariant, so a small image exercises every weight
+///   of every output channel at a fraction of the cost of the declared size.
+///   Gemm and MatMul get `[M, K]` (`[K, M]` for a Gemm with `transA = 1`):
+///   K from the weight, M from a `[M, N]` bias if there is one, else 4 rows.
 /// - **Whole model** (``verifyWholeModel(original:folded:seed:)``): both
 ///   models on one random input set at their declared input sizes (symbolic
 ///   dimensions 1), when the reference runtime runs every operator of the
@@ -37,18 +40,19 @@ public enum FoldVerifier {
     /// skipping any kind of error that affects every channel.
     public static let pairWeightLimit = 1 << 22
 
-    /// The verdict on one folded Conv + BatchNormalization pair.
+    /// The verdict on one folded producer + BatchNormalization pair.
     public struct PairResult: Sendable {
         /// The BatchNormalization's display name in the original.
         public var batchNorm: String
-        /// The Conv's display name in the original.
-        public var conv: String
-        /// The BN's output, which the folded Conv now produces.
+        /// The display name in the original of the op the BN was folded into
+        /// (Conv, ConvTranspose, Gemm or MatMul).
+        public var producer: String
+        /// The BN's output, which the folded op now produces.
         public var output: String
         /// The input shape the pair was run on.
         public var inputShape: [Int]
-        /// The Conv's output channels, and how many of them were checked
-        /// (fewer for weights above ``pairWeightLimit`` elements).
+        /// The op's output channels, and how many of them were checked
+        /// (fewer for group-1 Conv weights above ``pairWeightLimit`` elements).
         public var channels = 0
         public var channelsChecked = 0
         /// The comparison (nil when the pair could not be run; see ``problem``).
@@ -60,7 +64,7 @@ public enum FoldVerifier {
 
         /// One phrase for an error line: what failed and by how much.
         public var failureDescription: String {
-            let what = "\(batchNorm) folded into \(conv) (output '\(output)', input \(inputShape))"
+            let what = "\(batchNorm) folded into \(producer) (output '\(output)', input \(inputShape))"
             if let problem { return "\(what): \(problem)" }
             guard let c = comparison else { return "\(what): not compared" }
             if let p = c.problem { return "\(what): \(p)" }
@@ -76,57 +80,88 @@ public enum FoldVerifier {
         case skipped(String)
     }
 
-    /// The folded pairs: original BN nodes fed by a Conv whose output the
-    /// folded graph produces with a Conv (BN index, Conv index in the
-    /// original; folded Conv index).
-    public static func foldedPairs(original: Graph, folded: Graph) -> [(bn: Int, conv: Int, folded: Int)] {
-        var producerInFolded: [String: Int] = [:]
-        for (i, node) in folded.nodes.enumerated() {
-            for out in node.outputs where !out.isEmpty { producerInFolded[out] = i }
+    /// One BatchNormalization of the original that `fold-batchnorm` folded
+    /// into the op before it.
+    public struct FoldedPair: Sendable, Equatable {
+        /// The BN, in the original.
+        public var bn: Int
+        /// The op it was folded into, in the original: Conv, ConvTranspose,
+        /// Gemm or MatMul.
+        public var producer: Int
+        /// The Add between a MatMul and the BN, in the original, if any.
+        public var add: Int?
+        /// The op computing the BN's output in the folded graph.
+        public var folded: Int
+
+        public init(bn: Int, producer: Int, add: Int? = nil, folded: Int) {
+            self.bn = bn; self.producer = producer; self.add = add; self.folded = folded
         }
-        var producerInOriginal: [String: Int] = [:]
-        for (i, node) in original.nodes.enumerated() {
-            for out in node.outputs where !out.isEmpty { producerInOriginal[out] = i }
-        }
-        var result: [(Int, Int, Int)] = []
+    }
+
+    /// The folded pairs: original BN nodes whose output the folded graph
+    /// computes with the op `fold-batchnorm` turns their producer into — a
+    /// Conv, ConvTranspose or Gemm stays what it is; a MatMul, or a MatMul
+    /// followed by an Add of a value no node computes (a constant), becomes
+    /// a Gemm.
+    public static func foldedPairs(original: Graph, folded: Graph) -> [FoldedPair] {
+        let producerInFolded = producers(folded), producerInOriginal = producers(original)
+        var result: [FoldedPair] = []
         for (i, bn) in original.nodes.enumerated() where bn.isOp("BatchNormalization") {
             guard bn.inputs.count == 5, let y = bn.outputs.first, !y.isEmpty,
-                  let convIndex = producerInOriginal[bn.inputs[0]], original.nodes[convIndex].isOp("Conv"),
-                  let f = producerInFolded[y], folded.nodes[f].isOp("Conv") else { continue }
-            result.append((i, convIndex, f))
+                  var producer = producerInOriginal[bn.inputs[0]], let f = producerInFolded[y] else { continue }
+            var add: Int?
+            let node = original.nodes[producer]
+            if node.isOp("Add"), node.inputs.count == 2 {
+                // MatMul → Add(constant) → BN: the Add's other operand comes from no node.
+                let fromMatMul = node.inputs.map { name in producerInOriginal[name].map { original.nodes[$0].isOp("MatMul") } }
+                guard let slot = fromMatMul.firstIndex(of: true), fromMatMul[1 - slot] == nil,
+                      let matMul = producerInOriginal[node.inputs[slot]] else { continue }
+                (add, producer) = (producer, matMul)
+            }
+            let before = original.nodes[producer], after = folded.nodes[f]
+            let matches = switch before.opType {
+            case "Conv", "ConvTranspose", "Gemm": after.opType == before.opType
+            case "MatMul": after.isOp("Gemm")
+            default: false
+            }
+            if matches && before.isDefaultDomain { result.append(FoldedPair(bn: i, producer: producer, add: add, folded: f)) }
         }
         return result
+    }
+
+    /// The node producing each value.
+    private static func producers(_ graph: Graph) -> [String: Int] {
+        var producer: [String: Int] = [:]
+        for (i, node) in graph.nodes.enumerated() {
+            for out in node.outputs where !out.isEmpty { producer[out] = i }
+        }
+        return producer
     }
 
     /// Checks every folded pair (see the type's documentation).
     public static func verifyPairs(original: Model, folded: Model, seed: UInt64 = 0) -> [PairResult] {
         guard let go = original.graph, let gf = folded.graph else { return [] }
         return foldedPairs(original: go, folded: gf).enumerated().map { n, pair in
-            let bn = go.nodes[pair.bn], conv = go.nodes[pair.conv]
-            var result = PairResult(batchNorm: bn.displayName(index: pair.bn), conv: conv.displayName(index: pair.conv),
+            let bn = go.nodes[pair.bn], op = go.nodes[pair.producer]
+            var result = PairResult(batchNorm: bn.displayName(index: pair.bn), producer: op.displayName(index: pair.producer),
                                     output: bn.outputs[0], inputShape: [])
             do {
-                let weight = try constant(conv.inputs.count > 1 ? conv.inputs[1] : "", in: go)
-                guard weight.dims.count >= 3 else { throw EquivalenceError("the weight has shape \(weight.dims)") }
-                let group = Int(conv.intAttribute("group") ?? 1)
-                let kernel = weight.dims.dropFirst(2).map(Int.init)
-                let dilations = conv.intsAttribute("dilations").map { $0.map(Int.init) } ?? kernel.map { _ in 1 }
-                let spatial = zip(kernel, dilations.count == kernel.count ? dilations : kernel.map { _ in 1 })
-                    .map { pairSpatialSize(kernel: $0, dilation: $1) }
-                let shape = [1, Int(weight.dims[1]) * max(1, group)] + spatial
+                let weight = try constant(op.inputs.count > 1 ? op.inputs[1] : "", in: go)
+                let (shape, channels) = try pairInput(op, weight: weight, in: go)
                 result.inputShape = shape
                 let x = InputSpec(name: "bnfold_verify_x", elementType: weight.elementType, shape: shape)
-                let channels = Int(weight.dims[0])
                 let perChannel = (weight.elementCount ?? 0) / max(1, channels)
                 var subset: [Int]? = nil
-                if group == 1, channels > 2, (weight.elementCount ?? 0) > pairWeightLimit {
+                if op.isOp("Conv"), (op.intAttribute("group") ?? 1) == 1, channels > 2,
+                   (weight.elementCount ?? 0) > pairWeightLimit {
                     let k = max(2, min(channels, pairWeightLimit / max(1, perChannel)))
                     subset = (0..<k).map { $0 * (channels - 1) / (k - 1) }
                 }
                 result.channels = channels
                 result.channelsChecked = subset?.count ?? channels
+                let originalNodes = [pair.producer] + (pair.add.map { [$0] } ?? []) + [pair.bn]
                 func models(_ subset: [Int]?) throws -> (Model, Model) {
-                    (try pairModel(nodes: [pair.conv, pair.bn], of: go, model: original, input: x, output: bn.outputs[0], channels: subset),
+                    (try pairModel(nodes: originalNodes, of: go, model: original, input: x, output: bn.outputs[0], channels: subset),
                      try pairModel(nodes: [pair.folded], of: gf, model: folded, input: x, output: bn.outputs[0], channels: subset))
                 }
                 let (a, b): (Model, Model)
@@ -144,6 +179,40 @@ public enum FoldVerifier {
                 result.problem = "could not be checked: \(error)"
             }
             return result
+        }
+    }
+
+    /// Rows of the input a Gemm/MatMul pair is run on when its bias does not
+    /// fix them. Each row is an independent product, so a few rows exercise
+    /// every weight as well as a full batch would.
+    public static let pairRows = 4
+
+    /// The input shape a pair with producer `op` (weight `weight`) is run on,
+    /// and the op's output channels.
+    static func pairInput(_ op: Node, weight: Tensor, in graph: Graph) throws -> (shape: [Int], channels: Int) {
+        let dims = weight.dims.map(Int.init)
+        let group = max(1, Int(op.intAttribute("group") ?? 1))
+        switch op.opType {
+        case "Conv", "ConvTranspose":
+            guard dims.count >= 3 else { throw EquivalenceError("the weight has shape \(weight.dims)") }
+            let kernel = Array(dims.dropFirst(2))
+            let dilations = op.intsAttribute("dilations").map { $0.map(Int.init) } ?? kernel.map { _ in 1 }
+            let spatial = zip(kernel, dilations.count == kernel.count ? dilations : kernel.map { _ in 1 })
+                .map { pairSpatialSize(kernel: $0, dilation: $1) }
+            // Conv W: [C_out, C_in/g, k…]; ConvTranspose W: [C_in, C_out/g, k…].
+            return op.isOp("Conv") ? ([1, dims[1] * group] + spatial, dims[0]) : ([1, dims[0]] + spatial, dims[1] * group)
+        default:  // Gemm, MatMul: A [M, K] · B [K, N] (B [N, K] with transB)
+            guard dims.count == 2 else { throw EquivalenceError("the weight has shape \(weight.dims)") }
+            let transB = op.isOp("Gemm") && op.intAttribute("transB") == 1
+            let (k, n) = transB ? (dims[1], dims[0]) : (dims[0], dims[1])
+            var rows = pairRows
+            if op.isOp("Gemm"), op.inputs.count > 2, !op.inputs[2].isEmpty {
+                let c = try constant(op.inputs[2], in: graph)
+                if c.dims.count == 2 { rows = Int(c.dims[0]) }  // [M, N] or [M, 1] fixes M; [1, N] broadcasts
+            }
+            rows = max(rows, 1)
+            let transA = op.isOp("Gemm") && op.intAttribute("transA") == 1
+            return (transA ? [k, rows] : [rows, k], n)
         }
     }
 
@@ -186,8 +255,16 @@ public enum FoldVerifier {
 
     // MARK: Cutting out a pair
 
-    /// A constant's tensor: an initializer or a `Constant` node's `value`.
+    /// A constant's tensor: an initializer or a `Constant` node's `value`,
+    /// also behind `Identity` nodes (exporters put them in front of shared weights).
     static func constant(_ name: String, in graph: Graph) throws -> Tensor {
+        var name = name
+        var hops = 0
+        while let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Identity"),
+              graph.nodes[p.node].inputs.count == 1, hops < graph.nodes.count {
+            name = graph.nodes[p.node].inputs[0]
+            hops += 1
+        }
         if let t = graph.initializer(named: name) { return t }
         if let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Constant"),
            let t = graph.nodes[p.node].attribute("value")?.t {
@@ -220,6 +297,9 @@ public enum FoldVerifier {
                     g.initializers.append(t)
                 } else if let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Constant") {
                     constantNodes.append(graph.nodes[p.node])
+                } else if var t = try? constant(name, in: graph) {  // behind Identity nodes
+                    t.name = name
+                    g.initializers.append(t)
                 } else {
                     throw EquivalenceError("input '\(name)' of \(node.opType) is not a constant")
                 }

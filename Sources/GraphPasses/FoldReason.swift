@@ -1,3 +1,5 @@
+import ONNXGraph
+
 /// The stable reason ids of the fold passes' remarks, one vocabulary for
 /// all of them: a reason means the same thing whichever pass gives it, so
 /// users can filter on it (`--json`, `bnfold inspect`).
@@ -45,6 +47,10 @@ public enum FoldReason: String, CaseIterable, Sendable {
     case nonConstantWeights = "NonConstantWeights"
     /// A BN parameter (or the Mul/Add operand) is not known before run time.
     case nonConstantBNParameters = "NonConstantBNParameters"
+    /// A weight or parameter is an initializer that is also a graph input of
+    /// an IR ≥ 4 model, which callers may replace at run time; folded only
+    /// with `--assume-constant-inputs` (``PassContext/assumeConstantInputs``).
+    case overridableInitializer = "OverridableInitializer"
     /// Lengths or shapes disagree (parameters vs channels, weight rank).
     case shapeMismatch = "ShapeMismatch"
     /// Not float, double, float16 or bfloat16, or types differ.
@@ -86,6 +92,20 @@ struct FoldMiss: Error {
 }
 
 extension PassContext {
+    /// ``constant(named:in:)`` for a fold: the constant, or the miss that
+    /// explains why `what` (e.g. "the weight 'W' of conv") is not one.
+    ///
+    /// The reason is `reason` — except for a value that is only not constant
+    /// because a caller may override it at run time (an IR ≥ 4 initializer
+    /// that is also a graph input, also behind `Identity` nodes): that is
+    /// `OverridableInitializer`, which tells the user the option that folds it.
+    func constant(named name: String, in graph: Graph, else reason: FoldReason,
+                  describing what: String) -> Result<(Tensor, ConstantSource), FoldMiss> {
+        constant(named: name, in: graph).mapError { why in
+            FoldMiss(why.root == .overridableInitializer ? .overridableInitializer : reason, "\(what) \(why.explanation)")
+        }
+    }
+
     /// Records a missed remark about `node` unless the pass `deferringTo`
     /// already explained it this round with a reason other than one of
     /// `weakerThan`; an explanation with one of those reasons is replaced.

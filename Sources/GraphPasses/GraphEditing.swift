@@ -5,22 +5,46 @@ import ONNXGraph
 extension Graph {
     /// Gives `node`'s input `slot` the constant `tensor`.
     ///
-    /// When the node is the value's only user, the constant is replaced
-    /// where it is and keeps its name (initializer or `Constant` node).
-    /// When others use it too, the new data goes into a new initializer
-    /// with a fresh name, so the other users keep the old values.
-    /// `source` is where the current value comes from (from ``constant(named:irVersion:)``).
+    /// When the node is the only reader of the value — and of every value
+    /// along the `Identity` chain that leads to it — the constant is replaced
+    /// where it is and keeps its name (initializer or `Constant` node); the
+    /// node then reads it directly, and the `Identity` nodes left dead go
+    /// with ``removeDeadValues(_:context:)`` on the old input name. An
+    /// initializer that is also a graph input (folded only under
+    /// ``PassContext/assumeConstantInputs``) stops being an input in an IR ≥ 4
+    /// model, so that callers cannot feed the unfolded values to the folded
+    /// graph. When others read the value too, or it belongs to an enclosing
+    /// graph, the new data goes into a new initializer with a fresh name,
+    /// so the other readers keep the old values.
+    ///
+    /// `source` is where the current value comes from (from
+    /// ``PassContext/constant(named:in:)``).
     public mutating func replaceConstantInput(node: Int, slot: Int, with tensor: Tensor,
-                                              source: ConstantSource, irVersion: Int64) {
+                                              source: ConstantSource, context: PassContext) {
         let name = nodes[node].inputs[slot]
-        let v = value(named: name)
-        let onlyUser = v.uses.count == 1 && !v.isGraphOutput
-        if onlyUser {
-            switch source {
+        let pinned = context.scope.pinnedNames
+        func onlyReader(_ value: String) -> Bool {
+            let v = self.value(named: value)
+            return v.uses.count == 1 && !v.isGraphOutput && !pinned.contains(value)
+        }
+        var exclusive = onlyReader(name)
+        var rootName = name
+        var link = source
+        while case .identity(let index, let inner) = link {
+            rootName = nodes[index].inputs[0]
+            exclusive = exclusive && onlyReader(rootName)
+            link = inner
+        }
+        if exclusive {
+            switch link {
             case .initializer(let index):
                 var replaced = tensor
                 replaced.name = initializers[index].name
                 initializers[index] = replaced
+                if context.irVersion >= 4 && context.scope.isMainGraph {
+                    inputs.removeAll { $0.name == rootName }
+                }
+                if rootName != name { nodes[node].inputs[slot] = rootName }
                 return
             case .constantNode(let index):
                 var replaced = tensor
@@ -29,49 +53,74 @@ extension Graph {
                 var attribute = Attribute.tensor("value", replaced)
                 attribute.docString = old.docString
                 nodes[index].attributes = [attribute]
+                if rootName != name { nodes[node].inputs[slot] = rootName }
                 return
+            case .enclosingGraph, .identity:
+                break  // not ours to edit: a local copy below
             }
         }
-        let newName = uniqueName(name + "_bnfold")
-        addInitializer(tensor, named: newName, irVersion: irVersion)
+        let newName = context.uniqueName(name + "_bnfold", in: self)
+        addInitializer(tensor, named: newName, context: context)
         nodes[node].inputs[slot] = newName
     }
 
-    /// Appends an initializer. IR < 4 requires every initializer to be listed
-    /// as a graph input as well, so for those models an input is added too.
-    public mutating func addInitializer(_ tensor: Tensor, named name: String, irVersion: Int64) {
+    /// Appends an initializer. IR < 4 requires every initializer of the
+    /// main graph to be listed as a graph input as well, so for those models
+    /// an input is added too; a subgraph's inputs are bound by its owner
+    /// (Loop, Scan) or must be empty (If), so it never gets one.
+    public mutating func addInitializer(_ tensor: Tensor, named name: String, context: PassContext) {
         var t = tensor
         t.name = name
         initializers.append(t)
-        if irVersion < 4 {
+        if context.irVersion < 4 && context.scope.isMainGraph {
             inputs.append(ValueInfo(name: name, type: .tensor(t.elementType, dims: t.dims)))
         }
     }
 
     /// Removes the values in `names` that nothing uses any more: their
-    /// initializers (and, for IR < 4 models, the matching graph inputs),
-    /// `Constant` nodes whose outputs are all dead, and their `value_info`.
-    /// Values still in use, graph outputs and real graph inputs are kept.
-    public mutating func removeDeadValues(_ names: Set<String>) {
+    /// initializers (and the matching graph inputs), the `Constant` and
+    /// `Identity` nodes that produce them — following `Identity` chains
+    /// backwards, so a constant read through them goes too — and their
+    /// `value_info`. Values still in use (also from inside a subgraph),
+    /// graph outputs, real graph inputs and `keeping` are kept, and so is
+    /// everything not reached from `names`: a pass removes only what it made
+    /// dead, never what the model already carried unused.
+    public mutating func removeDeadValues(_ names: Set<String>, keeping: Set<String>) {
+        var candidates = names
         var dead: Set<String> = []
-        for name in names where !name.isEmpty {
-            let v = value(named: name)
-            guard v.isDead else { continue }
-            if v.isGraphInput && v.initializer == nil { continue }  // a real input: part of the interface
-            dead.insert(name)
+        while !candidates.isEmpty {
+            var deadNow: Set<String> = []
+            for name in candidates where !name.isEmpty && !keeping.contains(name) && !dead.contains(name) {
+                let v = value(named: name)
+                guard v.isDead else { continue }
+                if v.isGraphInput && v.initializer == nil { continue }  // a real input: part of the interface
+                deadNow.insert(name)
+            }
+            candidates = []
+            guard !deadNow.isEmpty else { break }
+            dead.formUnion(deadNow)
+            let removable = Set(nodes.indices.filter { i in
+                (nodes[i].isOp("Constant") || nodes[i].isOp("Identity"))
+                    && nodes[i].outputs.allSatisfy { deadNow.contains($0) || $0.isEmpty }
+            })
+            // An Identity's input may be dead now too: look at it next round.
+            for i in removable where nodes[i].isOp("Identity") { candidates.formUnion(nodes[i].inputs) }
+            if !removable.isEmpty {
+                nodes = nodes.enumerated().filter { !removable.contains($0.offset) }.map(\.element)
+            }
+            let deadInitializers = deadNow.filter { initializer(named: $0) != nil }
+            if !deadInitializers.isEmpty {
+                initializers.removeAll { $0.name.map(deadInitializers.contains) ?? false }
+                inputs.removeAll { $0.name.map(deadInitializers.contains) ?? false }
+            }
         }
         guard !dead.isEmpty else { return }
-        let deadNodes = Set(nodes.indices.filter { i in
-            nodes[i].isOp("Constant") && nodes[i].outputs.allSatisfy { dead.contains($0) || $0.isEmpty }
-        })
-        if !deadNodes.isEmpty {
-            nodes = nodes.enumerated().filter { !deadNodes.contains($0.offset) }.map(\.element)
-        }
-        let deadInitializers = dead.filter { initializer(named: $0) != nil }
-        if !deadInitializers.isEmpty {
-            initializers.removeAll { $0.name.map(deadInitializers.contains) ?? false }
-            inputs.removeAll { $0.name.map(deadInitializers.contains) ?? false }
-        }
         valueInfo.removeAll { $0.name.map(dead.contains) ?? false }
+    }
+
+    /// ``removeDeadValues(_:keeping:)`` keeping the values the context pins
+    /// (read by `training_info`).
+    public mutating func removeDeadValues(_ names: Set<String>, context: PassContext) {
+        removeDeadValues(names, keeping: context.scope.pinnedNames)
     }
 }

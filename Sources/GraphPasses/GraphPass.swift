@@ -46,6 +46,11 @@ public struct Remark: Sendable, Equatable, Codable {
 }
 
 /// What a pass knows about the model around the graph it rewrites.
+///
+/// Passes ask the context, not the graph, whether a value is constant
+/// (``constant(named:in:)``): the answer depends on the IR version, on
+/// ``assumeConstantInputs`` and, inside an If/Loop/Scan body, on the
+/// enclosing graphs (``scope``), none of which the graph knows.
 public struct PassContext {
     /// The model's IR version: it decides whether an initializer that is also
     /// a graph input is a constant (IR < 4) or a default that callers may
@@ -53,12 +58,25 @@ public struct PassContext {
     public var irVersion: Int64
     /// The model's operator set imports.
     public var opsetImports: [OperatorSetID]
+    /// Treat initializers that are also graph inputs of the main graph as
+    /// constants even for IR ≥ 4 (`bnfold --assume-constant-inputs`). Off by
+    /// default: such a value is a default a caller may replace, and folding
+    /// it would bake the default in. When a fold rewrites one in place, it is
+    /// also removed from the graph inputs, so that nobody can feed the
+    /// unfolded values to the folded graph.
+    public var assumeConstantInputs: Bool
+    /// Where the graph being rewritten sits: the main graph, or a subgraph
+    /// with the graphs around it. ``PassManager`` sets it.
+    public var scope: GraphScope
     /// Remarks made so far, in order.
     public internal(set) var remarks: [Remark] = []
 
-    public init(irVersion: Int64, opsetImports: [OperatorSetID]) {
+    public init(irVersion: Int64, opsetImports: [OperatorSetID], assumeConstantInputs: Bool = false,
+                scope: GraphScope = GraphScope()) {
         self.irVersion = irVersion
         self.opsetImports = opsetImports
+        self.assumeConstantInputs = assumeConstantInputs
+        self.scope = scope
     }
 
     /// The imported version of the default ONNX operator set.
@@ -67,6 +85,58 @@ public struct PassContext {
     }
 
     public mutating func remark(_ remark: Remark) { remarks.append(remark) }
+
+    /// `base`, or `base_1`, `base_2`, … : a name used nowhere in `graph`, in
+    /// the graphs nested in it, or in the graphs around it (ONNX names are
+    /// unique across nested scopes).
+    public func uniqueName(_ base: String, in graph: Graph) -> String {
+        graph.uniqueName(base, avoiding: scope.reservedNames)
+    }
+}
+
+/// Where a graph sits in the model: the main graph, or an If/Loop/Scan body
+/// inside it (at any depth).
+///
+/// A subgraph reads values of the graphs around it by name; a constant
+/// there is a constant here too (``PassContext/constant(named:in:)`` looks
+/// outwards), but it belongs to the outer graph: a pass inside the subgraph
+/// never edits it, it makes a local copy (``Graph/replaceConstantInput(node:slot:with:source:context:)``).
+public struct GraphScope {
+    /// The graphs around this one, outermost (the main graph) first, as they
+    /// were when the pass manager entered this one. Empty for the main graph.
+    public var enclosingGraphs: [Graph]
+    /// How remarks name this graph: owning node and attribute per level,
+    /// e.g. `["If_0", "then_branch"]`. Empty for the main graph.
+    public var path: [String]
+    /// Main-graph values read from outside the graph (by `training_info`):
+    /// never removed and never rewritten in place.
+    public var pinnedNames: Set<String>
+
+    public init(enclosingGraphs: [Graph] = [], path: [String] = [], pinnedNames: Set<String> = []) {
+        self.enclosingGraphs = enclosingGraphs
+        self.path = path
+        self.pinnedNames = pinnedNames
+    }
+
+    /// True for the model's main graph.
+    public var isMainGraph: Bool { enclosingGraphs.isEmpty }
+
+    /// The scope of a subgraph of `graph` (this scope's graph): held by the
+    /// node labelled `node`, in the attribute labelled `attribute`.
+    public func entering(_ graph: Graph, node: String, attribute: String) -> GraphScope {
+        GraphScope(enclosingGraphs: enclosingGraphs + [graph], path: path + [node, attribute], pinnedNames: [])
+    }
+
+    /// `node` qualified by this scope's path: `If_0/then_branch/bn1`.
+    public func qualified(_ node: String) -> String {
+        (path + [node]).joined(separator: "/")
+    }
+
+    /// Names a new value must avoid besides the current graph's own: those of
+    /// the whole model as the pass manager entered this graph, and pinned ones.
+    var reservedNames: Set<String> {
+        (enclosingGraphs.first?.allNames ?? []).union(pinnedNames)
+    }
 }
 
 /// An input the pass cannot interpret at all. The CLI reports it as an input

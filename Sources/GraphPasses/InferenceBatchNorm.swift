@@ -50,14 +50,14 @@ struct InferenceBatchNorm {
 
     /// Reads γ, β, μ, σ² (constants of a float type, `channels` values
     /// each) and computes the scale. `partner` names the op in messages.
-    static func read(bn index: Int, in graph: Graph, irVersion: Int64, channels: Int,
+    static func read(bn index: Int, in graph: Graph, context: PassContext, channels: Int,
                      partner: String) -> Result<InferenceBatchNorm, FoldMiss> {
         let bn = graph.nodes[index]
         var params: [[Double]] = []
         for (slot, role) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
-            switch graph.constant(named: bn.inputs[slot], irVersion: irVersion) {
-            case .failure(let why):
-                return .failure(FoldMiss(.nonConstantBNParameters, "its \(role) '\(bn.inputs[slot])' \(why.explanation)"))
+            switch context.constant(named: bn.inputs[slot], in: graph, else: .nonConstantBNParameters,
+                                    describing: "its \(role) '\(bn.inputs[slot])'") {
+            case .failure(let miss): return .failure(miss)
             case .success(let (t, _)):
                 guard t.elementType.isFoldableFloat else {
                     return .failure(FoldMiss(.unsupportedElementType, "its \(role) has element type \(t.elementType)"))

@@ -53,7 +53,7 @@ struct LinearOperator {
     }
 
     /// Reads `graph.nodes[index]`, or says why it cannot be folded into.
-    static func read(_ index: Int, in graph: Graph, irVersion: Int64) -> Result<LinearOperator, FoldMiss> {
+    static func read(_ index: Int, in graph: Graph, context: PassContext) -> Result<LinearOperator, FoldMiss> {
         let node = graph.nodes[index]
         let label = node.displayName(index: index)
         guard node.isDefaultDomain, let kind = Kind(rawValue: node.opType) else {
@@ -66,17 +66,17 @@ struct LinearOperator {
             return .failure(FoldMiss(.shapeMismatch, "\(label) has \(node.inputs.count) inputs; MatMul takes 2"))
         }
         let weight: Tensor, weightSource: ConstantSource
-        switch graph.constant(named: node.inputs[1], irVersion: irVersion) {
+        switch context.constant(named: node.inputs[1], in: graph, else: .nonConstantWeights,
+                                describing: "the weight '\(node.inputs[1])' of \(label)") {
         case .success(let w): (weight, weightSource) = w
-        case .failure(let why):
-            return .failure(FoldMiss(.nonConstantWeights, "the weight '\(node.inputs[1])' of \(label) \(why.explanation)"))
+        case .failure(let miss): return .failure(miss)
         }
         var bias: (tensor: Tensor, source: ConstantSource)?
         if node.inputs.count >= 3, !node.inputs[2].isEmpty {
-            switch graph.constant(named: node.inputs[2], irVersion: irVersion) {
+            switch context.constant(named: node.inputs[2], in: graph, else: .nonConstantWeights,
+                                    describing: "the bias '\(node.inputs[2])' of \(label)") {
             case .success(let b): bias = b
-            case .failure(let why):
-                return .failure(FoldMiss(.nonConstantWeights, "the bias '\(node.inputs[2])' of \(label) \(why.explanation)"))
+            case .failure(let miss): return .failure(miss)
             }
         }
         let type = weight.elementType
@@ -316,7 +316,7 @@ struct LinearOperator {
     }
 }
 
-/// New constants for a ``LinearOperator``: what ``Graph/apply(_:to:irVersion:opset:)`` writes.
+/// New constants for a ``LinearOperator``: what ``Graph/apply(_:to:context:opset:)`` writes.
 struct LinearRewrite {
     /// The new weight; nil leaves it as it is.
     var weight: Tensor?
@@ -325,33 +325,38 @@ struct LinearRewrite {
 }
 
 extension Graph {
-    /// Writes `rewrite` into the op's node: new weight (a shared one is
-    /// cloned), new or replaced bias. A Gemm's bias is the whole `beta·C`
-    /// term, so `beta` becomes 1; a MatMul with a bias becomes a Gemm
-    /// `(A, B', C')` under the same name (alpha = beta = 1, no transposes:
-    /// the same product, plus C broadcast over the rows).
+    /// Writes `rewrite` into the op's node: new weight, new or replaced
+    /// bias, through ``replaceConstantInput(node:slot:with:source:context:)``
+    /// (a constant shared with another reader, pinned by `training_info` or
+    /// belonging to an enclosing graph is not edited: the node gets a copy
+    /// under a fresh name). A Gemm's bias is the whole `beta·C` term, so
+    /// `beta` becomes 1; a MatMul with a bias becomes a Gemm `(A, B', C')`
+    /// under the same name (alpha = beta = 1, no transposes: the same
+    /// product, plus C broadcast over the rows).
     ///
     /// No node is removed or moved, so node indices stay valid.
-    /// - Returns: names that may now be dead (a replaced bias), for
-    ///   ``removeDeadValues(_:)`` once the caller's rewrite is complete.
-    mutating func apply(_ rewrite: LinearRewrite, to op: LinearOperator, irVersion: Int64,
+    /// - Returns: names that may now be dead — every constant input the op
+    ///   read before (the ends of `Identity` chains it no longer reads
+    ///   through, a replaced bias) — for ``removeDeadValues(_:context:)``
+    ///   once the caller's rewrite is complete.
+    mutating func apply(_ rewrite: LinearRewrite, to op: LinearOperator, context: PassContext,
                         opset: Int64) -> Set<String> {
         let index = op.node
-        var maybeDead: Set<String> = []
+        var maybeDead = Set(nodes[index].inputs.dropFirst())
         if let weight = rewrite.weight {
-            replaceConstantInput(node: index, slot: 1, with: weight, source: op.weightSource, irVersion: irVersion)
+            replaceConstantInput(node: index, slot: 1, with: weight, source: op.weightSource, context: context)
         }
         guard let bias = rewrite.bias else { return maybeDead }
         if let (old, source) = op.bias, old.dims == bias.dims {
-            replaceConstantInput(node: index, slot: 2, with: bias, source: source, irVersion: irVersion)
+            replaceConstantInput(node: index, slot: 2, with: bias, source: source, context: context)
         } else {
             // New, or a Gemm C that changes shape (a declaration of the old
             // name, e.g. an IR < 4 graph input, would then be wrong): a new
             // initializer; the old one goes if nothing else reads it.
             let node = nodes[index]
             let base = node.name.flatMap { $0.isEmpty ? nil : $0 } ?? node.inputs[1]
-            let name = uniqueName(base + "_bias")
-            addInitializer(bias, named: name, irVersion: irVersion)
+            let name = context.uniqueName(base + "_bias", in: self)
+            addInitializer(bias, named: name, context: context)
             if nodes[index].inputs.count >= 3 {
                 maybeDead.insert(nodes[index].inputs[2])
                 nodes[index].inputs[2] = name

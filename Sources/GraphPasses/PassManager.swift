@@ -1,21 +1,43 @@
 import ONNXGraph
 
-/// Runs a pipeline of passes over a model's main graph until nothing changes.
+/// Runs a pipeline of passes over a model's main graph and every
+/// If/Loop/Scan body inside it, until nothing changes.
 ///
-/// Folds enable other folds (BN → BN chains, a Mul exposing a Conv), so the
-/// whole list is repeated until a round changes nothing, up to
-/// `maxIterations` rounds. `applied` remarks are kept from every round;
-/// `missed` remarks only from the last, which describe the final graph —
-/// a candidate missed in round one and folded in round two is not reported
-/// as missed.
+/// Folds enable other folds (BN → BN chains, a Mul exposing a Conv, a
+/// computed bias becoming a constant), so the whole list is repeated until
+/// a round changes nothing, up to `maxIterations` rounds. `applied` remarks
+/// are kept from every round; `missed` remarks only from the last, which
+/// describe the final graph — a candidate missed in round one and folded in
+/// round two is not reported as missed.
+///
+/// Subgraphs: each pass runs on the main graph, then on each subgraph
+/// (attributes `g` and `graphs`, recursively, outer before inner) before
+/// the next pass runs. A pass sees one graph at a time; its
+/// ``PassContext/scope`` carries the graphs around it, so that outer
+/// constants count as constants inside, and remarks made there name the
+/// node by its path (`If_0/then_branch/bn1`). A pass inside a subgraph
+/// edits only that subgraph; when it stops reading an outer value, the
+/// manager removes that value from the outer graph if it is now dead
+/// (``Graph/removeDeadValues(_:keeping:)``, so only what the rewrite made
+/// dead). Outer rewrites never remove a value a subgraph still reads: the
+/// use/def index counts reads from inside subgraphs.
+///
+/// Values that `training_info` reads (its graphs' outer names and the
+/// initializers its bindings assign) are pinned: never removed, never
+/// rewritten in place.
 public struct PassManager {
     public var passes: [any GraphPass]
     /// Upper bound on rounds, in case two passes undo each other.
     public var maxIterations: Int
+    /// Treat initializers that are also main-graph inputs as constants even
+    /// for IR ≥ 4 (``PassContext/assumeConstantInputs``,
+    /// `--assume-constant-inputs`).
+    public var assumeConstantInputs: Bool
 
-    public init(passes: [any GraphPass], maxIterations: Int = 8) {
+    public init(passes: [any GraphPass], maxIterations: Int = 8, assumeConstantInputs: Bool = false) {
         self.passes = passes
         self.maxIterations = maxIterations
+        self.assumeConstantInputs = assumeConstantInputs
     }
 
     /// The outcome of a pipeline run.
@@ -27,7 +49,7 @@ public struct PassManager {
         public var hitIterationCap: Bool
     }
 
-    /// Runs the passes on `model.graph`.
+    /// Runs the passes on `model.graph` and the subgraphs inside it.
     /// - Throws: ``PassError`` from a pass; the error names the pass.
     public func run(on model: inout Model) throws -> Report {
         guard var graph = model.graph else { return Report(remarks: [], iterations: 0, hitIterationCap: false) }
@@ -35,6 +57,9 @@ public struct PassManager {
         // pass replaces are released at once instead of living on in `model`.
         model.graph = nil
         defer { model.graph = graph }
+        let context = PassContext(irVersion: model.irVersion ?? 0, opsetImports: model.opsetImports,
+                                  assumeConstantInputs: assumeConstantInputs,
+                                  scope: GraphScope(pinnedNames: Self.namesReadByTrainingInfo(model.trainingInfo)))
         var applied: [Remark] = []
         var lastMissed: [Remark] = []
         var iterations = 0
@@ -42,32 +67,144 @@ public struct PassManager {
         while changed && iterations < maxIterations {
             changed = false
             iterations += 1
-            var context = PassContext(irVersion: model.irVersion ?? 0, opsetImports: model.opsetImports)
+            var round: [ScopedRemark] = []
             for pass in passes {
-                do {
-                    let result = try pass.run(on: &graph, context: &context)
-                    changed = changed || result.modified
-                } catch let error as PassError {
-                    throw error
-                } catch {
-                    throw PassError(pass: pass.name, "pass \(pass.name) failed: \(error)")
-                }
+                if try run(pass, on: &graph, context: context, remarks: &round) { changed = true }
             }
-            applied += context.remarks.filter { $0.kind == .applied }
-            lastMissed = context.remarks.filter { $0.kind == .missed }
+            let remarks = round.map { $0.qualified }
+            applied += remarks.filter { $0.kind == .applied }
+            lastMissed = remarks.filter { $0.kind == .missed }
         }
         return Report(remarks: applied + lastMissed, iterations: iterations, hitIterationCap: changed)
+    }
+
+    /// A remark of the current round and the scope path of the graph it is about.
+    struct ScopedRemark {
+        var path: [String]
+        var remark: Remark
+        /// The remark with its node named by path (`If_0/then_branch/bn1`).
+        var qualified: Remark {
+            var r = remark
+            r.node = GraphScope(path: path).qualified(r.node)
+            return r
+        }
+    }
+
+    /// Runs `pass` on `graph` (in `context.scope`), then on the subgraphs
+    /// inside it, updating the round's `remarks`. Returns whether anything changed.
+    ///
+    /// The pass sees this round's earlier remarks about the same graph (and
+    /// only those): one pass may defer to, or replace, another's verdict on
+    /// the same node (``PassContext/remarkMissed(_:deferringTo:weakerThan:)``),
+    /// and may drop its own. What it removed goes from `remarks`, what it
+    /// added is appended.
+    private func run(_ pass: any GraphPass, on graph: inout Graph, context: PassContext,
+                     remarks: inout [ScopedRemark]) throws -> Bool {
+        let path = context.scope.path
+        let mine = remarks.indices.filter { remarks[$0].path == path }
+        var local = context
+        local.remarks = mine.map { remarks[$0].remark }
+        let modified: Bool
+        do {
+            modified = try pass.run(on: &graph, context: &local).modified
+        } catch let error as PassError {
+            throw error
+        } catch {
+            throw PassError(pass: pass.name, "pass \(pass.name) failed: \(error)")
+        }
+        // Passes only remove and append remarks: what is left of the earlier
+        // ones is a subsequence of them, in order, followed by the new ones.
+        var kept = 0
+        var removed: Set<Int> = []
+        for i in mine {
+            if kept < local.remarks.count && local.remarks[kept] == remarks[i].remark {
+                kept += 1
+            } else {
+                removed.insert(i)
+            }
+        }
+        remarks = remarks.indices.filter { !removed.contains($0) }.map { remarks[$0] }
+        remarks += local.remarks[kept...].map { ScopedRemark(path: path, remark: $0) }
+        var changed = modified
+        var noLongerRead: Set<String> = []
+        for index in graph.nodes.indices where !graph.nodes[index].subgraphs.isEmpty {
+            var node = graph.nodes[index]
+            let label = node.displayName(index: index)
+            let readBefore = Self.outerNamesRead(by: node)
+            var nodeChanged = false
+            for a in node.attributes.indices {
+                let attributeName = node.attributes[a].name ?? "?"
+                if var body = node.attributes[a].g {
+                    let inner = context.entering(graph, node: label, attribute: attributeName)
+                    if try run(pass, on: &body, context: inner, remarks: &remarks) {
+                        node.attributes[a].g = body
+                        nodeChanged = true
+                    }
+                }
+                for k in node.attributes[a].graphs.indices {
+                    var body = node.attributes[a].graphs[k]
+                    let inner = context.entering(graph, node: label, attribute: "\(attributeName)[\(k)]")
+                    if try run(pass, on: &body, context: inner, remarks: &remarks) {
+                        node.attributes[a].graphs[k] = body
+                        nodeChanged = true
+                    }
+                }
+            }
+            if nodeChanged {
+                noLongerRead.formUnion(readBefore.subtracting(Self.outerNamesRead(by: node)))
+                graph.nodes[index] = node
+                changed = true
+            }
+        }
+        if !noLongerRead.isEmpty { graph.removeDeadValues(noLongerRead, context: context) }
+        return changed
+    }
+
+    /// Names the subgraphs of `node` read from the graphs around them.
+    private static func outerNamesRead(by node: Node) -> Set<String> {
+        node.subgraphs.reduce(into: Set<String>()) { $0.formUnion($1.capturedNames) }
+    }
+
+    /// Main-graph names `training_info` depends on: read by its
+    /// initialization and algorithm graphs, or assigned by its bindings.
+    static func namesReadByTrainingInfo(_ trainingInfo: [TrainingInfo]) -> Set<String> {
+        var names: Set<String> = []
+        for info in trainingInfo {
+            for g in [info.initialization, info.algorithm].compactMap({ $0 }) {
+                names.formUnion(g.capturedNames)
+            }
+            for pair in info.initializationBinding + info.updateBinding {
+                if let key = pair.key { names.insert(key) }
+                if let value = pair.value { names.insert(value) }
+            }
+        }
+        return names
+    }
+}
+
+extension PassContext {
+    /// The context for a subgraph of `graph` (this context's graph).
+    func entering(_ graph: Graph, node: String, attribute: String) -> PassContext {
+        var inner = self
+        inner.scope = scope.entering(graph, node: node, attribute: attribute)
+        inner.remarks = []
+        return inner
     }
 }
 
 /// The passes bnfold ships, by name.
 public enum BuiltinPasses {
-    /// Every built-in pass, in the default pipeline order: a BN folds into
-    /// the op before it first (the usual case, and it keeps the following
-    /// op's padding irrelevant); a decomposed BN (Mul/Add) next; a BN with
-    /// nothing before it into the op after it last. Each fold can expose
-    /// another (Conv → Mul → Add → BN), which the manager's next round finds.
-    public static var all: [any GraphPass] { [FoldBatchNorm(), FoldAffineIntoProducer(), FoldBatchNormForward()] }
+    /// Every built-in pass, in the default pipeline order: constants first
+    /// (so that weights computed by small subgraphs, behind Identity nodes or
+    /// in Constant nodes are plain initializers for the folds); then a BN
+    /// folds into the op before it (the usual case, and it keeps the
+    /// following op's padding irrelevant); a decomposed BN (Mul/Add) next; a
+    /// BN with nothing before it into the op after it last. Each fold can
+    /// expose another (Conv → Mul → Add → BN), which the manager's next round
+    /// finds.
+    public static var all: [any GraphPass] {
+        [FoldConstants(), FoldBatchNorm(), FoldAffineIntoProducer(), FoldBatchNormForward()]
+    }
 
     /// The pass called `name`, if there is one.
     public static func named(_ name: String) -> (any GraphPass)? {

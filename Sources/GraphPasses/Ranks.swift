@@ -43,3 +43,12 @@ extension Graph {
         names.lazy.compactMap { self.declaredRank(of: $0) }.first
     }
 }
+
+extension PassContext {
+    /// ``Graph/declaredRank(ofAny:)`` as read in `graph`: what `graph`
+    /// declares, else what the graphs around it declare, innermost first — a
+    /// body reads outer values by name, and their declarations are outside.
+    func declaredRank(ofAny names: [String], in graph: Graph) -> Int? {
+        ([graph] + scope.enclosingGraphs.reversed()).lazy.compactMap { $0.declaredRank(ofAny: names) }.first
+    }
+}

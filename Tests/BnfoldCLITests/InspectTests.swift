@@ -15,8 +15,8 @@ import TestSupport
         #expect(r.stderr.isEmpty)
         #expect(r.stdout == """
             bnfold 0.1.0 inspect: \(input)
-              bn_on_input (after a graph input, before Relu 'relu'): kept [NoFoldableProducer]: its input 'X' comes from no node (a graph input or initializer), not a Conv
-              bn_after_relu (after Relu 'relu'): kept [NoFoldableProducer]: its input 'R' comes from a Relu node, not a Conv
+              bn_on_input (after a graph input, before Relu 'relu'): kept [NoFoldableProducer]: its input 'X' comes from no node (a graph input or initializer), not a Conv, ConvTranspose, Gemm or MatMul
+              bn_after_relu (after Relu 'relu'): kept [NoFoldableProducer]: its input 'R' comes from a Relu node, not a Conv, ConvTranspose, Gemm or MatMul
               BatchNormalization: 2 found, 0 would fold, 2 kept
 
             """)
@@ -44,7 +44,7 @@ import TestSupport
         #expect(bn["reason"] as? String == "ProducerHasOtherUses")
         #expect(bn["producer"] as? [String: String] == ["op": "Conv", "name": "conv"])
         #expect((object["remarks"] as? [Any])?.count == 1)
-        #expect(object["passes"] as? [String] == ["fold-batchnorm"])
+        #expect(object["passes"] as? [String] == ["fold-constants", "fold-batchnorm", "fold-mul-add", "fold-batchnorm-forward"])
 
         let onInput = try runBnfold(["inspect", "--json", TestPaths.fixture("skip_no_conv_producer.onnx")])
         let first = try #require((try JSONSerialization.jsonObject(with: Data(onInput.stdout.utf8)) as? [String: Any])?["batchnorms"] as? [[String: Any]]).first
@@ -58,13 +58,24 @@ import TestSupport
         #expect(r.stdout.isEmpty)
     }
 
-    /// `--disable` removes a pass from the pipeline; unknown names are usage errors.
+    /// `--disable` removes a pass from the pipeline (the others still run);
+    /// disabling every pass runs none; unknown names are usage errors.
     @Test func disableLeavesThePassOut() throws {
         let scratch = ScratchDirectory()
         var r = try runBnfold([TestPaths.fixture("torch_tiny_resnet.onnx"), "-o", scratch.file("o.onnx"), "--disable", "fold-batchnorm"])
         #expect(r.status == 0)
         #expect(r.stdout.contains("BatchNormalization: 6 found, 0 folded, 6 kept"))
-        #expect(r.stdout.contains("(no passes run)"))
+        #expect(!r.stdout.contains("(no passes run)"))
+        r = try runBnfold([TestPaths.fixture("torch_tiny_resnet.onnx"), "-o", scratch.file("o.onnx"), "--json",
+                           "--disable", "fold-batchnorm"])
+        #expect(r.status == 0)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(object["passes"] as? [String] == ["fold-constants", "fold-mul-add", "fold-batchnorm-forward"])
+        #expect(object["batchnorm"] as? [String: Int] == ["found": 6, "folded": 0, "kept": 6])
+        r = try runBnfold([TestPaths.fixture("torch_tiny_resnet.onnx"), "-o", scratch.file("o.onnx"),
+                           "--passes", "fold-batchnorm", "--disable", "fold-batchnorm"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("  nodes: 22 -> 22 (no passes run)\n  BatchNormalization: 6 found, 0 folded, 6 kept\n"))
         r = try runBnfold(["inspect", TestPaths.fixture("torch_tiny_resnet.onnx"), "--disable", "fold-batchnorm"])
         #expect(r.stdout.contains("BatchNormalization: 6 found, 0 would fold, 6 kept"))
         r = try runBnfold([TestPaths.fixture("torch_tiny_resnet.onnx"), "-o", scratch.file("p.onnx"), "--disable", "no-such-pass"])

@@ -107,3 +107,91 @@ struct FoldVerifierTests {
         #expect(broken.first?.passed == false)
     }
 }
+
+/// The pair check for every producer `fold-batchnorm` folds into, not only Conv.
+@Suite("fold verification: ConvTranspose, Gemm, MatMul pairs")
+struct LinearPairVerifierTests {
+    enum Producer: String, CaseIterable, Sendable {
+        case convTranspose = "ConvTranspose", gemm = "Gemm", matMul = "MatMul", matMulAdd = "MatMul+Add"
+    }
+
+    /// `X → producer (→ Add) → BN → Y`, the shape the pair is expected to
+    /// run on, and the output channels.
+    static func model(_ producer: Producer) -> (Model, shape: [Int], channels: Int) {
+        switch producer {
+        case .convTranspose:
+            // W [C_in 4, C_out/g 3, 2, 3], group 2: 6 output channels.
+            var s = ModelSketch(type: .float, seed: 31, inputShape: [1, 4, 3, 4])
+            s.node("ConvTranspose", ["X", s.randomConstant("op_W", dims: [4, 3, 2, 3]), s.randomConstant("op_B", dims: [6])],
+                   "y", name: "op", [.int("group", 2), .ints("strides", [1, 2]), .ints("pads", [0, 1, 1, 0]),
+                                     .ints("dilations", [2, 1])])
+            s.batchNorm("y", "Y", channels: 6, name: "bn")
+            // The dilated kernel is 3 × 3: spatial size max(4, 3) = 4.
+            return (s.model(output: "Y"), [1, 4, 4, 4], 6)
+        case .gemm:
+            // transA = transB = 1: A is [K 4, M 3], B [N 5, K 4]; C [M 3, N 5] fixes M = 3.
+            var s = ModelSketch(type: .float, seed: 32, inputShape: [4, 3])
+            s.node("Gemm", ["X", s.randomConstant("op_W", dims: [5, 4]), s.randomConstant("op_C", dims: [3, 5])], "y",
+                   name: "op", [.int("transA", 1), .int("transB", 1), .float("alpha", 0.75), .float("beta", 1.5)])
+            s.batchNorm("y", "Y", channels: 5, name: "bn")
+            return (s.model(output: "Y"), [4, 3], 5)
+        case .matMul, .matMulAdd:
+            var s = ModelSketch(type: .float, seed: 33, inputShape: [3, 4])
+            s.node("MatMul", ["X", s.randomConstant("op_W", dims: [4, 5])], "y", name: "op")
+            var last = "y"
+            if producer == .matMulAdd {
+                s.node("Add", [s.randomConstant("add_C", dims: [5]), "y"], "z", name: "add")
+                last = "z"
+            }
+            s.batchNorm(last, "Y", channels: 5, name: "bn")
+            return (s.model(output: "Y"), [FoldVerifier.pairRows, 4], 5)
+        }
+    }
+
+    @Test("A correct fold passes; 1.01 × the folded weight fails", arguments: Producer.allCases)
+    func pairIsChecked(_ producer: Producer) throws {
+        let (original, shape, channels) = Self.model(producer)
+        let folded = try FoldVerifierTests.fold(original)
+        let g = try #require(folded.graph)
+        #expect(g.nodes.map(\.opType) == [producer == .convTranspose ? "ConvTranspose" : "Gemm"])
+        let pairs = FoldVerifier.foldedPairs(original: try #require(original.graph), folded: g)
+        let add: Int? = producer == .matMulAdd ? 1 : nil
+        #expect(pairs == [FoldVerifier.FoldedPair(bn: add == nil ? 1 : 2, producer: 0, add: add, folded: 0)])
+
+        let results = FoldVerifier.verifyPairs(original: original, folded: folded)
+        #expect(results.count == 1)
+        let result = try #require(results.first)
+        #expect(result.passed, "\(result.failureDescription)")
+        #expect(result.ratio < 1)
+        #expect(result.inputShape == shape)
+        #expect(result.producer == "op")
+        #expect(result.batchNorm == "bn")
+        #expect(result.output == "Y")
+        #expect((result.channels, result.channelsChecked) == (channels, channels))
+
+        var broken = folded
+        broken.updateGraph { g in
+            let i = g.initializers.firstIndex { $0.name == "op_W" }!
+            g.initializers[i] = try! g.initializers[i].scaledBlocks(blockSize: g.initializers[i].elementCount!,
+                                                                     scale: [1.01], channelOfBlock: { _ in 0 })
+        }
+        let failed = FoldVerifier.verifyPairs(original: original, folded: broken)
+        #expect(failed.count == 1)
+        #expect(failed.first?.passed == false)
+        #expect((failed.first?.ratio ?? 0) > 1)
+    }
+
+    @Test("An Add after a MatMul whose other operand is computed is not a folded pair")
+    func addOfComputedValuesIsNoPair() throws {
+        var s = ModelSketch(type: .float, seed: 34, inputShape: [3, 4])
+        s.node("MatMul", ["X", s.randomConstant("op_W", dims: [4, 5])], "y", name: "op")
+        s.node("Relu", ["y"], "r", name: "relu")
+        s.node("Add", ["y", "r"], "z", name: "add")
+        s.batchNorm("z", "Y", channels: 5, name: "bn")
+        let original = s.model(output: "Y")
+        // A hand-made "folded" graph computing Y with a Gemm: not what fold-batchnorm does here.
+        var g = try #require(original.graph)
+        g.nodes = [Node(opType: "Gemm", inputs: ["X", "op_W"], outputs: ["Y"], name: "op")]
+        #expect(FoldVerifier.foldedPairs(original: try #require(original.graph), folded: g).isEmpty)
+    }
+}

@@ -274,14 +274,15 @@ struct FoldBatchNormRewriteTests {
         attribute.floats = [10, 20]
         let graph = Graph(nodes: [Node(opType: "Constant", inputs: [], outputs: ["c"], attributes: [attribute])],
                           outputs: [ValueInfo(name: "c")])
-        guard case .failure(.unreadableConstant) = graph.constant(named: "c", irVersion: 8) else {
+        let context = PassContext(irVersion: 8, opsetImports: [])
+        guard case .failure(.unreadableConstant) = context.constant(named: "c", in: graph) else {
             Issue.record("a Constant with value/FLOATS was read as a constant")
             return
         }
         // Agreeing name and type: read.
         let good = Graph(nodes: [Node(opType: "Constant", inputs: [], outputs: ["c"], attributes: [.tensor("value", t)])],
                          outputs: [ValueInfo(name: "c")])
-        guard case .success(let (value, _)) = good.constant(named: "c", irVersion: 8) else {
+        guard case .success(let (value, _)) = context.constant(named: "c", in: good) else {
             Issue.record("a proper Constant was not read")
             return
         }

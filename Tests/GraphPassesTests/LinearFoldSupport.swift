@@ -3,11 +3,6 @@ import Testing
 import ONNXGraph
 import TestSupport
 
-/// Runs the default pipeline (every built-in pass), as the CLI does.
-func runBuiltins(_ model: inout Model) throws -> PassManager.Report {
-    try PassManager(passes: BuiltinPasses.all).run(on: &model)
-}
-
 /// Compares the folded model with a Double evaluation of the original.
 ///
 /// Tolerance, per output element. M is the output of the *unfolded* graph

@@ -1,9 +1,9 @@
 import ONNXGraph
 
 /// Runs a small graph of `Conv`, `ConvTranspose`, `Gemm`, `MatMul`, `Add`,
-/// `Mul` and `BatchNormalization` in Double with the ``Reference`` loops,
-/// reading its constants from the graph (initializers or `Constant`
-/// nodes). The tests use it on the unfolded graph (the reference) and on
+/// `Mul`, `BatchNormalization` and `Identity` in Double with the
+/// ``Reference`` loops, reading its constants from the graph (initializers
+/// or `Constant` nodes with `value` or `value_floats`). The tests use it on the unfolded graph (the reference) and on
 /// the folded one (its stored, rounded constants, evaluated exactly).
 ///
 /// Independent of the reference runtime on purpose: the passes' tests
@@ -43,8 +43,14 @@ public struct DoubleEvaluation {
             let result: (values: [Double], shape: [Int])
             switch node.opType {
             case "Constant":
-                let t = try required(node.attribute("value")?.t)
-                result = (magnitude(try t.doubles()), t.dims.map(Int.init))
+                if let floats = node.attribute("value_floats")?.floats, !floats.isEmpty {
+                    result = (magnitude(floats.map(Double.init)), [floats.count])
+                } else {
+                    let t = try required(node.attribute("value")?.t)
+                    result = (magnitude(try t.doubles()), t.dims.map(Int.init))
+                }
+            case "Identity":
+                result = try operand(0)!
             case "Conv":
                 let (x, w, b) = (try operand(0)!, try operand(1)!, try operand(2))
                 var pads = ints("pads")

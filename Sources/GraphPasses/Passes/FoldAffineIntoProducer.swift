@@ -33,7 +33,7 @@ import ONNXGraph
 /// `ConvTransposeMulFolded`, `ConvTransposeAddFolded`, `GemmMulFolded`,
 /// `GemmAddFolded`. Missed (see ``FoldReason``): `BroadcastNotPerChannel`,
 /// `RankMismatch`, `ShapeMismatch`, `ProducerHasOtherUses`,
-/// `ProducerIsGraphOutput`, `NonConstantWeights`, `UnsupportedElementType`,
+/// `ProducerIsGraphOutput`, `NonConstantWeights`, `OverridableInitializer`, `UnsupportedElementType`,
 /// `UnsupportedAttribute`, `NotRepresentable`.
 public struct FoldAffineIntoProducer: GraphPass {
     public let name = "fold-mul-add"
@@ -44,16 +44,16 @@ public struct FoldAffineIntoProducer: GraphPass {
     public func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         guard graph.nodes.contains(where: { $0.isOp("Mul") || $0.isOp("Add") }) else { return PassResult(modified: false) }
         let opset = context.defaultOpsetVersion ?? FoldBatchNorm.knownOpsets.upperBound
-        let irVersion = context.irVersion
+        let scan = context  // what the folds read: the scope and options, not the remarks
         let modified = foldEachCandidate(
             in: &graph, context: &context, pass: name,
-            isCandidate: { g, i in candidate(i, in: g, irVersion: irVersion) != nil },
+            isCandidate: { g, i in candidate(i, in: g, context: scan) != nil },
             fold: { g, i in
-                guard let c = candidate(i, in: g, irVersion: irVersion) else {
+                guard let c = candidate(i, in: g, context: scan) else {
                     return .failure(FoldMiss(.noFoldableProducer, "not a Mul or Add by a constant after a Conv, ConvTranspose or Gemm"))
                 }
-                return match(c, in: g, irVersion: irVersion).map { (op, rewrite) in
-                    apply(rewrite, op: op, candidate: c, to: &g, irVersion: irVersion, opset: opset)
+                return match(c, in: g, context: scan).map { (op, rewrite) in
+                    apply(rewrite, op: op, candidate: c, to: &g, context: scan, opset: opset)
                     return (Self.reason(op.kind, isMul: c.isMul), "folded into \(op.label) (\(op.outChannels) channels)")
                 }
             })
@@ -82,11 +82,11 @@ public struct FoldAffineIntoProducer: GraphPass {
         let constant: Tensor
     }
 
-    func candidate(_ index: Int, in graph: Graph, irVersion: Int64) -> Candidate? {
+    func candidate(_ index: Int, in graph: Graph, context: PassContext) -> Candidate? {
         let node = graph.nodes[index]
         guard node.isOp("Mul") || node.isOp("Add"), node.inputs.count == 2, node.outputs.count == 1, !node.outputs[0].isEmpty else { return nil }
         for slot in 0..<2 {
-            guard case .success(let (tensor, _)) = graph.constant(named: node.inputs[slot], irVersion: irVersion),
+            guard case .success(let (tensor, _)) = context.constant(named: node.inputs[slot], in: graph),
                   let (p, output) = graph.value(named: node.inputs[1 - slot]).producer, output == 0,
                   ["Conv", "ConvTranspose", "Gemm"].contains(where: graph.nodes[p].isOp) else { continue }
             return Candidate(node: index, isMul: node.isOp("Mul"), producer: p, constantSlot: slot, constant: tensor)
@@ -94,7 +94,7 @@ public struct FoldAffineIntoProducer: GraphPass {
         return nil
     }
 
-    func match(_ c: Candidate, in graph: Graph, irVersion: Int64) -> Result<(LinearOperator, LinearRewrite), FoldMiss> {
+    func match(_ c: Candidate, in graph: Graph, context: PassContext) -> Result<(LinearOperator, LinearRewrite), FoldMiss> {
         let node = graph.nodes[c.node]
         let y = node.inputs[1 - c.constantSlot]
         let v = graph.value(named: y)
@@ -106,7 +106,7 @@ public struct FoldAffineIntoProducer: GraphPass {
             return .failure(FoldMiss(.producerHasOtherUses, "the output '\(y)' of \(producerLabel) is also used by \(v.uses.count - 1) other node(s), which need its values unchanged"))
         }
         let op: LinearOperator
-        switch LinearOperator.read(c.producer, in: graph, irVersion: irVersion) {
+        switch LinearOperator.read(c.producer, in: graph, context: context) {
         case .success(let read): op = read
         case .failure(let miss): return .failure(miss)
         }
@@ -128,13 +128,13 @@ public struct FoldAffineIntoProducer: GraphPass {
     // MARK: Rewriting
 
     func apply(_ rewrite: LinearRewrite, op: LinearOperator, candidate c: Candidate, to graph: inout Graph,
-               irVersion: Int64, opset: Int64) {
+               context: PassContext, opset: Int64) {
         let node = graph.nodes[c.node]
-        var candidates = graph.apply(rewrite, to: op, irVersion: irVersion, opset: opset)
+        var candidates = graph.apply(rewrite, to: op, context: context, opset: opset)
         candidates.formUnion(node.inputs)
         // The producer now computes the Mul/Add's output, under its name.
         graph.nodes[op.node].outputs[0] = node.outputs[0]
         graph.nodes.remove(at: c.node)
-        graph.removeDeadValues(candidates)
+        graph.removeDeadValues(candidates, context: context)
     }
 }

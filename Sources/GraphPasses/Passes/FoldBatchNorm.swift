@@ -39,10 +39,13 @@ import ONNXGraph
 ///   later folds (a second BN, a Mul, an Add) extend like any Gemm.
 ///
 /// The producer takes the BatchNormalization's output name, so downstream
-/// nodes and graph outputs are untouched. A weight or bias shared with
-/// another node is not modified: the folded values go into a new
-/// initializer. Initializers and `Constant` nodes only the folded nodes
-/// used are removed.
+/// nodes and graph outputs are untouched. Constants are found through the
+/// context (`Identity` chains, `Constant` nodes, enclosing graphs; see
+/// ``PassContext/constant(named:in:)``). A weight or bias shared with
+/// another node, read by `training_info` or belonging to an enclosing graph
+/// is not modified: the folded values go into a new initializer. The
+/// initializers, `Constant` and `Identity` nodes only the folded nodes used
+/// are removed.
 ///
 /// Applied reason ids: `ConvBatchNormFolded`, `ConvTransposeBatchNormFolded`,
 /// `GemmBatchNormFolded`, `MatMulBatchNormFolded` (MatMul, and MatMul → Add).
@@ -63,6 +66,9 @@ import ONNXGraph
 ///   BN is not one constant per column.
 /// - `NonConstantWeights` / `NonConstantBNParameters`: a value is not known
 ///   before run time.
+/// - `OverridableInitializer`: a weight or parameter is an initializer that
+///   is also a graph input of an IR ≥ 4 model (folded with
+///   ``PassContext/assumeConstantInputs``).
 /// - `ShapeMismatch`: parameter lengths differ from the producer's output channels.
 /// - `UnsupportedElementType`: not float, double, float16 or bfloat16.
 /// - `UnsupportedAttribute`: a Gemm `transB`/`alpha`/`beta` or a `group`
@@ -87,13 +93,13 @@ public struct FoldBatchNorm: GraphPass {
     public func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         guard graph.nodes.contains(where: { $0.isOp("BatchNormalization") }) else { return PassResult(modified: false) }
         let opset = try Self.checkedOpset(context, pass: name)
-        let irVersion = context.irVersion
+        let scan = context  // what the folds read: the scope and options, not the remarks
         let modified = foldEachCandidate(
             in: &graph, context: &context, pass: name,
             isCandidate: { g, i in g.nodes[i].isOp("BatchNormalization") },
             fold: { g, i in
-                match(bn: i, in: g, opset: opset, irVersion: irVersion).map { fold in
-                    apply(fold, to: &g, irVersion: irVersion, opset: opset)
+                match(bn: i, in: g, opset: opset, context: scan).map { fold in
+                    apply(fold, to: &g, context: scan, opset: opset)
                     let via = fold.add.map { " and \($0.label)" } ?? ""
                     return (fold.reason, "folded into \(fold.producer.label)\(via) (\(fold.producer.outChannels) channels, ε = \(fold.bn.epsilon))")
                 }
@@ -138,20 +144,20 @@ public struct FoldBatchNorm: GraphPass {
         }
     }
 
-    func match(bn index: Int, in graph: Graph, opset: Int64, irVersion: Int64) -> Result<Fold, FoldMiss> {
+    func match(bn index: Int, in graph: Graph, opset: Int64, context: PassContext) -> Result<Fold, FoldMiss> {
         if let problem = InferenceBatchNorm.modeProblem(bn: index, in: graph, opset: opset) { return .failure(problem) }
         let x = graph.nodes[index].inputs[0]
 
         // The producer: a linear op, or an Add(constant) after a MatMul.
         let producerIndex: Int
         var addIndex: Int?
-        switch singleUseProducer(of: x, consumer: index, in: graph, irVersion: irVersion) {
+        switch singleUseProducer(of: x, consumer: index, in: graph, context: context) {
         case .failure(let miss): return .failure(miss)
         case .success(let p):
             if LinearOperator.isLinear(graph.nodes[p]) {
                 producerIndex = p
-            } else if let (matMul, _) = matMulBeforeAdd(p, in: graph, irVersion: irVersion) {
-                switch singleUseProducer(of: graph.nodes[matMul].outputs[0], consumer: p, in: graph, irVersion: irVersion) {
+            } else if let (matMul, _) = matMulBeforeAdd(p, in: graph, context: context) {
+                switch singleUseProducer(of: graph.nodes[matMul].outputs[0], consumer: p, in: graph, context: context) {
                 case .failure(let miss): return .failure(miss)
                 case .success: (producerIndex, addIndex) = (matMul, p)
                 }
@@ -165,7 +171,7 @@ public struct FoldBatchNorm: GraphPass {
         if producerNode.isOp("MatMul") {
             // Y = A·B with B [K, N]: the columns are channels only when Y is [batch, N].
             let names = [producerNode.inputs[0], producerNode.outputs[0], x, graph.nodes[index].outputs[0]]
-            guard let rank = graph.declaredRank(ofAny: names) else {
+            guard let rank = context.declaredRank(ofAny: names, in: graph) else {
                 return .failure(FoldMiss(.unknownRank, "the rank of the input '\(producerNode.inputs[0])' of \(producerLabel) is not declared, so it is unknown whether the BN's channel axis 1 is the MatMul's feature axis"))
             }
             guard rank == 2 else {
@@ -173,15 +179,15 @@ public struct FoldBatchNorm: GraphPass {
             }
         }
         let op: LinearOperator
-        switch LinearOperator.read(producerIndex, in: graph, irVersion: irVersion) {
+        switch LinearOperator.read(producerIndex, in: graph, context: context) {
         case .success(let read): op = read
         case .failure(let miss): return .failure(miss)
         }
         var add: AddStep?
         if let addIndex {
             let addNode = graph.nodes[addIndex]
-            guard let (_, constantSlot) = matMulBeforeAdd(addIndex, in: graph, irVersion: irVersion),
-                  case .success(let (tensor, _)) = graph.constant(named: addNode.inputs[constantSlot], irVersion: irVersion)
+            guard let (_, constantSlot) = matMulBeforeAdd(addIndex, in: graph, context: context),
+                  case .success(let (tensor, _)) = context.constant(named: addNode.inputs[constantSlot], in: graph)
             else { return .failure(FoldMiss(.noFoldableProducer, "the Add before it has no constant operand")) }
             guard tensor.elementType == op.elementType else {
                 return .failure(FoldMiss(.unsupportedElementType, "the Add constant '\(addNode.inputs[constantSlot])' has element type \(tensor.elementType), the weight \(op.elementType)"))
@@ -194,7 +200,7 @@ public struct FoldBatchNorm: GraphPass {
             }
         }
         let bn: InferenceBatchNorm
-        switch InferenceBatchNorm.read(bn: index, in: graph, irVersion: irVersion, channels: op.outChannels,
+        switch InferenceBatchNorm.read(bn: index, in: graph, context: context, channels: op.outChannels,
                                        partner: op.label) {
         case .success(let read): bn = read
         case .failure(let miss): return .failure(miss)
@@ -212,7 +218,7 @@ public struct FoldBatchNorm: GraphPass {
     /// The node producing `value`, when `consumer` is its only reader and it
     /// is not a graph output.
     func singleUseProducer(of value: String, consumer: Int, in graph: Graph,
-                           irVersion: Int64) -> Result<Int, FoldMiss> {
+                           context: PassContext) -> Result<Int, FoldMiss> {
         let v = graph.value(named: value)
         guard let (producer, slot) = v.producer else {
             return .failure(FoldMiss(.noFoldableProducer, "its input '\(value)' comes from no node (a graph input or initializer), not a Conv, ConvTranspose, Gemm or MatMul"))
@@ -223,7 +229,7 @@ public struct FoldBatchNorm: GraphPass {
         let node = graph.nodes[producer]
         // A node that is not a candidate is reported as such, before its
         // other uses matter.
-        guard LinearOperator.isLinear(node) || matMulBeforeAdd(producer, in: graph, irVersion: irVersion) != nil else {
+        guard LinearOperator.isLinear(node) || matMulBeforeAdd(producer, in: graph, context: context) != nil else {
             return .success(producer)
         }
         let label = node.displayName(index: producer)
@@ -243,11 +249,11 @@ public struct FoldBatchNorm: GraphPass {
 
     /// For an Add node `add` with one constant operand whose other operand a
     /// MatMul computes: the MatMul's index and the constant's input slot.
-    func matMulBeforeAdd(_ add: Int, in graph: Graph, irVersion: Int64) -> (Int, Int)? {
+    func matMulBeforeAdd(_ add: Int, in graph: Graph, context: PassContext) -> (Int, Int)? {
         let node = graph.nodes[add]
         guard node.isOp("Add"), node.inputs.count == 2 else { return nil }
         for slot in 0..<2 {
-            guard case .success = graph.constant(named: node.inputs[slot], irVersion: irVersion),
+            guard case .success = context.constant(named: node.inputs[slot], in: graph),
                   let (p, output) = graph.value(named: node.inputs[1 - slot]).producer, output == 0,
                   graph.nodes[p].isOp("MatMul")
             else { continue }
@@ -258,10 +264,10 @@ public struct FoldBatchNorm: GraphPass {
 
     // MARK: Rewriting
 
-    func apply(_ fold: Fold, to graph: inout Graph, irVersion: Int64, opset: Int64) {
+    func apply(_ fold: Fold, to graph: inout Graph, context: PassContext, opset: Int64) {
         let bn = graph.nodes[fold.bn.node]
         let op = fold.producer
-        var candidates = graph.apply(fold.rewrite, to: op, irVersion: irVersion, opset: opset)
+        var candidates = graph.apply(fold.rewrite, to: op, context: context, opset: opset)
         candidates.insert(graph.nodes[op.node].outputs[0])
         // The producer now computes the BN's output, under the BN's name.
         graph.nodes[op.node].outputs[0] = bn.outputs[0]
@@ -273,7 +279,7 @@ public struct FoldBatchNorm: GraphPass {
         for i in removed.sorted(by: >) { graph.nodes.remove(at: i) }
         candidates.formUnion(bn.inputs.dropFirst())
         candidates.formUnion(bn.outputs.dropFirst())
-        graph.removeDeadValues(candidates)
+        graph.removeDeadValues(candidates, context: context)
     }
 }
 

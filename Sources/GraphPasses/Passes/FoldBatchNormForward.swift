@@ -56,7 +56,7 @@ public struct FoldBatchNormForward: GraphPass {
     public func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         guard graph.nodes.contains(where: { $0.isOp("BatchNormalization") }) else { return PassResult(modified: false) }
         let opset = try FoldBatchNorm.checkedOpset(context, pass: name)
-        let irVersion = context.irVersion
+        let scan = context  // what the folds read: the scope and options, not the remarks
         let modified = foldEachCandidate(
             in: &graph, context: &context, pass: name,
             isCandidate: { g, i in g.nodes[i].isOp("BatchNormalization") && consumer(ofBatchNorm: i, in: g) != nil },
@@ -64,8 +64,8 @@ public struct FoldBatchNormForward: GraphPass {
                 guard let consumer = consumer(ofBatchNorm: i, in: g) else {
                     return .failure(FoldMiss(.noFoldableProducer, "no Conv, Gemm or MatMul reads its output"))
                 }
-                return match(bn: i, consumer: consumer, in: g, opset: opset, irVersion: irVersion).map { fold in
-                    apply(fold, to: &g, irVersion: irVersion, opset: opset)
+                return match(bn: i, consumer: consumer, in: g, opset: opset, context: scan).map { fold in
+                    apply(fold, to: &g, context: scan, opset: opset)
                     return (fold.reason, "folded into \(fold.op.label) (\(fold.op.inChannels) input channels, ε = \(fold.bn.epsilon))")
                 }
             },
@@ -99,7 +99,7 @@ public struct FoldBatchNormForward: GraphPass {
     }
 
     func match(bn index: Int, consumer: Int, in graph: Graph, opset: Int64,
-               irVersion: Int64) -> Result<Fold, FoldMiss> {
+               context: PassContext) -> Result<Fold, FoldMiss> {
         if let problem = InferenceBatchNorm.modeProblem(bn: index, in: graph, opset: opset) { return .failure(problem) }
         let bnNode = graph.nodes[index]
         let output = graph.value(named: bnNode.outputs[0])
@@ -111,14 +111,16 @@ public struct FoldBatchNormForward: GraphPass {
         if output.uses.count != 1 {
             return .failure(FoldMiss(.batchNormOutputHasOtherUses, "its output '\(output.name)' is read by \(output.uses.count) nodes, not only by \(label)"))
         }
-        if let problem = layoutProblem(node, label: label, bn: bnNode, in: graph) { return .failure(problem) }
+        if let problem = layoutProblem(node, label: label, bn: bnNode, in: graph, context: context) {
+            return .failure(problem)
+        }
         let op: LinearOperator
-        switch LinearOperator.read(consumer, in: graph, irVersion: irVersion) {
+        switch LinearOperator.read(consumer, in: graph, context: context) {
         case .success(let read): op = read
         case .failure(let miss): return .failure(miss)
         }
         let bn: InferenceBatchNorm
-        switch InferenceBatchNorm.read(bn: index, in: graph, irVersion: irVersion, channels: op.inChannels,
+        switch InferenceBatchNorm.read(bn: index, in: graph, context: context, channels: op.inChannels,
                                        partner: "\(op.label) (input channels)") {
         case .success(let read): bn = read
         case .failure(let miss): return .failure(miss)
@@ -128,10 +130,10 @@ public struct FoldBatchNormForward: GraphPass {
 
     /// Why the BN's channel axis is not the op's input-channel axis, or the
     /// op pads: nil when the fold is exact.
-    func layoutProblem(_ node: Node, label: String, bn: Node, in graph: Graph) -> FoldMiss? {
+    func layoutProblem(_ node: Node, label: String, bn: Node, in graph: Graph, context: PassContext) -> FoldMiss? {
         switch node.opType {
         case "Conv":
-            return paddingProblem(node, label: label, in: graph)
+            return paddingProblem(node, label: label, in: graph, context: context)
         case "Gemm":
             if node.attribute("transA") != nil, node.intAttribute("transA") != 0 {
                 if node.intAttribute("transA") == 1 {
@@ -142,7 +144,7 @@ public struct FoldBatchNormForward: GraphPass {
             return nil
         default:  // MatMul
             let names = [bn.inputs[0], bn.outputs[0], node.outputs.first ?? ""]
-            guard let rank = graph.declaredRank(ofAny: names) else {
+            guard let rank = context.declaredRank(ofAny: names, in: graph) else {
                 return FoldMiss(.unknownRank, "the rank of its input '\(bn.inputs[0])' is not declared, so it is unknown whether its channel axis 1 is the feature axis of \(label)")
             }
             if rank != 2 {
@@ -153,7 +155,7 @@ public struct FoldBatchNormForward: GraphPass {
     }
 
     /// `PaddingBreaksForwardFold` when the Conv reads any padding (see the type's comment).
-    func paddingProblem(_ conv: Node, label: String, in graph: Graph) -> FoldMiss? {
+    func paddingProblem(_ conv: Node, label: String, in graph: Graph, context: PassContext) -> FoldMiss? {
         let autoPad = conv.attribute("auto_pad").map { $0.s.map { String(decoding: $0, as: UTF8.self) } ?? "?" } ?? "NOTSET"
         switch autoPad {
         case "NOTSET", "":
@@ -167,8 +169,8 @@ public struct FoldBatchNormForward: GraphPass {
             return nil
         case "SAME_UPPER", "SAME_LOWER":
             // The extent (k − 1)·d + 1 is 1 exactly when k = 1 (k ≥ 1).
-            let kernel = conv.intsAttribute("kernel_shape")
-                ?? graph.initializer(named: conv.inputs.count > 1 ? conv.inputs[1] : "").map { Array($0.dims.dropFirst(2)) }
+            let weight = conv.inputs.count > 1 ? (try? context.constant(named: conv.inputs[1], in: graph).get())?.0 : nil
+            let kernel = conv.intsAttribute("kernel_shape") ?? weight.map { Array($0.dims.dropFirst(2)) }
             guard let kernel else {
                 return FoldMiss(.paddingBreaksForwardFold, "\(label) has auto_pad = \(autoPad) and a kernel of unknown size, so it may pad")
             }
@@ -181,14 +183,14 @@ public struct FoldBatchNormForward: GraphPass {
 
     // MARK: Rewriting
 
-    func apply(_ fold: Fold, to graph: inout Graph, irVersion: Int64, opset: Int64) {
+    func apply(_ fold: Fold, to graph: inout Graph, context: PassContext, opset: Int64) {
         let bn = graph.nodes[fold.bn.node]
-        var candidates = graph.apply(fold.rewrite, to: fold.op, irVersion: irVersion, opset: opset)
+        var candidates = graph.apply(fold.rewrite, to: fold.op, context: context, opset: opset)
         // The op reads what the BN read.
         graph.nodes[fold.op.node].inputs[0] = bn.inputs[0]
         graph.nodes.remove(at: fold.bn.node)
         candidates.formUnion(bn.inputs.dropFirst())
         candidates.formUnion(bn.outputs)
-        graph.removeDeadValues(candidates)
+        graph.removeDeadValues(candidates, context: context)
     }
 }
