@@ -102,7 +102,9 @@ public enum FoldVerifier {
     /// computes with the op `fold-batchnorm` turns their producer into — a
     /// Conv, ConvTranspose or Gemm stays what it is; a MatMul, or a MatMul
     /// followed by an Add of a value no node computes (a constant), becomes
-    /// a Gemm.
+    /// a Gemm — and that still reads the producer's data input (a producer
+    /// that also absorbed a BN in front of it is left to the whole-model
+    /// check).
     public static func foldedPairs(original: Graph, folded: Graph) -> [FoldedPair] {
         let producerInFolded = producers(folded), producerInOriginal = producers(original)
         var result: [FoldedPair] = []
@@ -124,6 +126,11 @@ public enum FoldVerifier {
             case "MatMul": after.isOp("Gemm")
             default: false
             }
+            // The folded op must read what the producer read: otherwise it
+            // has also absorbed a BN in front of it (BN → Conv → BN) and no
+            // longer computes "producer + this BN" alone; the whole-model
+            // check covers such chains.
+            guard before.inputs.first == after.inputs.first else { continue }
             if matches && before.isDefaultDomain { result.append(FoldedPair(bn: i, producer: producer, add: add, folded: f)) }
         }
         return result

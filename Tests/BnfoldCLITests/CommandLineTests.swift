@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ONNXFile
 import TestSupport
 
 /// The command-line contract: exit codes, one-line errors, no output on failure.
@@ -13,6 +14,36 @@ import TestSupport
         #expect(r.stdout.contains("BatchNormalization: 20 found, 20 folded, 0 kept"))
         #expect(r.stdout.contains("nodes: 69 -> 49"))
         #expect(scratch.contents() == ["fused.onnx"])
+    }
+
+    /// The acceptance case: a PyTorch legacy export (default
+    /// settings) of ConvTranspose2d+BatchNorm2d and Linear+BatchNorm1d comes
+    /// out with no BatchNormalization left, both pairs verified locally.
+    @Test func pytorchDeconvAndLinearLoseEveryBatchNorm() throws {
+        let scratch = ScratchDirectory()
+        let out = scratch.file("fused.onnx")
+        let r = try runBnfold([TestPaths.fixture("torch_deconv_linear_bn.onnx"), "-o", out, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(object["batchnorm"] as? [String: Int] == ["found": 2, "folded": 2, "kept": 0])
+        let reasons = (object["remarks"] as? [[String: String]])?.map { $0["reason"] ?? "" }
+        #expect(reasons == ["ConvTransposeBatchNormFolded", "GemmBatchNormFolded"])
+        let verification = try #require(object["verification"] as? [String: Any])
+        #expect(verification["pairs_checked"] as? Int == 2)
+        #expect(verification["whole_model"] as? String == "passed")
+        let written = try ModelReader.read(path: out)
+        #expect(written.graph?.nodes.map(\.opType) == ["ConvTranspose", "Relu", "Flatten", "Gemm"])
+    }
+
+    /// BN → Conv → BN ends as one Conv; the chain is verified as a whole.
+    @Test func chainEndsAsOneConv() throws {
+        let scratch = ScratchDirectory()
+        let out = scratch.file("fused.onnx")
+        let r = try runBnfold([TestPaths.fixture("chain_bn_conv_bn.onnx"), "-o", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("BatchNormalization: 2 found, 2 folded, 0 kept"))
+        #expect(r.stdout.contains("whole model passed"))
+        #expect(try ModelReader.read(path: out).graph?.nodes.map(\.opType) == ["Conv"])
     }
 
     @Test func jsonReport() throws {
