@@ -51,6 +51,21 @@ import TestSupport
         #expect(first?["producer"] is NSNull, "a BN on a graph input has producer null")
     }
 
+    /// BNs inside If branches are listed with their path; options reach the passes.
+    @Test func inspectSubgraphsAndOptions() throws {
+        var r = try runBnfold(["inspect", TestPaths.fixture("subgraph_if.onnx")])
+        #expect(r.status == 0)
+        let names = r.stdout.split(separator: "\n").dropFirst().dropLast().map { String($0.split(separator: " ")[0]) }
+        #expect(names == ["m_bn", "if/else_branch/e_bn", "if/then_branch/t_bn"])
+        #expect(r.stdout.hasSuffix("BatchNormalization: 3 found, 3 would fold, 0 kept\n"))
+
+        let overridable = TestPaths.fixture("skip_overridable_initializer.onnx")
+        r = try runBnfold(["inspect", overridable])
+        #expect(r.stdout.contains("kept [OverridableInitializer]"))
+        r = try runBnfold(["inspect", overridable, "--assume-constant-inputs"])
+        #expect(r.stdout.contains("would fold [ConvBatchNormFolded]"))
+    }
+
     @Test func inspectBadInput() throws {
         let r = try runBnfold(["inspect", TestPaths.fixture("bad/truncated.onnx")])
         #expect(r.status == 2)
