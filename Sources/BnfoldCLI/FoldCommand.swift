@@ -95,7 +95,7 @@ struct Fold: ParsableCommand {
 
             var report = FoldReport(
                 input: input, output: output,
-                passes: manager.passes.map(\.name),
+                passes: manager.activePasses.map(\.name),
                 nodesBefore: before.nodes, nodesAfter: after.nodes,
                 batchNorm: .init(found: before.batchNorms, folded: foldedCount, kept: after.batchNorms),
                 remarks: passReport.remarks,

@@ -29,7 +29,7 @@ struct Inspect: ParsableCommand {
             let original = model
             let manager = PassManager(passes: try passOptions.selected(), assumeConstantInputs: passOptions.assumeConstantInputs)
             let passReport = try runPipeline(manager, on: &model, input: input)
-            let report = InspectReport(input: input, passes: manager.passes.map(\.name), original: original,
+            let report = InspectReport(input: input, passes: manager.activePasses.map(\.name), original: original,
                                        folded: model, remarks: passReport.remarks)
             print(json ? report.json() : report.text(), terminator: json ? "\n" : "")
         } catch let error as ModelFileError {

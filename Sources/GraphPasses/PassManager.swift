@@ -34,11 +34,20 @@ public struct PassManager {
     /// `--assume-constant-inputs`).
     public var assumeConstantInputs: Bool
 
-    public init(passes: [any GraphPass], maxIterations: Int = 8, assumeConstantInputs: Bool = false) {
+    /// Names of passes to skip (`--disable`): a pipeline built from
+    /// ``BuiltinPasses/all`` minus one pass, without rebuilding the list.
+    public var disabled: Set<String>
+
+    public init(passes: [any GraphPass], maxIterations: Int = 8, assumeConstantInputs: Bool = false,
+                disabled: Set<String> = []) {
         self.passes = passes
         self.maxIterations = maxIterations
         self.assumeConstantInputs = assumeConstantInputs
+        self.disabled = disabled
     }
+
+    /// The passes that run, in order: ``passes`` without the ``disabled`` ones.
+    public var activePasses: [any GraphPass] { passes.filter { !disabled.contains($0.name) } }
 
     /// The outcome of a pipeline run.
     public struct Report: Sendable {
@@ -68,7 +77,7 @@ public struct PassManager {
             changed = false
             iterations += 1
             var round: [ScopedRemark] = []
-            for pass in passes {
+            for pass in activePasses {
                 if try run(pass, on: &graph, context: context, remarks: &round) { changed = true }
             }
             let remarks = round.map { $0.qualified }

@@ -173,3 +173,53 @@ struct FoldBatchNormTests {
         #expect(a.graph?.initializers == b.graph?.initializers)
     }
 }
+
+/// The pass manager's pipeline controls: disabling by name and the round cap.
+@Suite("PassManager")
+struct PassManagerTests {
+    /// Built-in passes have unique, kebab-case names that `named(_:)` finds.
+    @Test func registryNamesAreUnique() {
+        let names = BuiltinPasses.all.map(\.name)
+        #expect(names == ["fold-constants", "fold-batchnorm", "fold-mul-add", "fold-batchnorm-forward"])
+        #expect(Set(names).count == names.count)
+        for name in names { #expect(BuiltinPasses.named(name)?.name == name) }
+        #expect(BuiltinPasses.named("no-such-pass") == nil)
+    }
+
+    /// A disabled pass does not run: the BN stays, no remark from it, graph unchanged.
+    @Test func disabledPassDoesNotRun() throws {
+        let fixture = ConvBNFixture(ConvBNSpec(rank: 2, grouping: .single, hasBias: true, elementType: .float, seed: 7))
+        var model = fixture.model
+        let manager = PassManager(passes: BuiltinPasses.all, disabled: ["fold-batchnorm"])
+        #expect(manager.activePasses.map(\.name) == ["fold-constants", "fold-mul-add", "fold-batchnorm-forward"])
+        let report = try manager.run(on: &model)
+        #expect(model.graph == fixture.model.graph)
+        // The forward pass has no op after this BN to look at: it says nothing.
+        #expect(report.remarks.isEmpty)
+
+        var again = fixture.model
+        _ = try PassManager(passes: BuiltinPasses.all).run(on: &again)
+        #expect(!again.graph!.nodes.contains { $0.isOp("BatchNormalization") })
+    }
+
+    /// Two passes that undo each other stop at the cap, which the report says.
+    @Test func iterationCapStopsPingPong() throws {
+        struct Rename: GraphPass {
+            let name: String
+            let summary = "renames the first node back and forth"
+            let from: String, to: String
+            func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
+                guard graph.nodes.first?.name == from else { return PassResult(modified: false) }
+                graph.nodes[0].name = to
+                return PassResult(modified: true)
+            }
+        }
+        var model = ConvBNFixture(ConvBNSpec(rank: 1, grouping: .single, hasBias: false, elementType: .float, seed: 1)).model
+        let first = model.graph!.nodes[0].name ?? ""
+        let manager = PassManager(passes: [Rename(name: "a", from: first, to: "x"), Rename(name: "b", from: "x", to: first)],
+                                  maxIterations: 3)
+        let report = try manager.run(on: &model)
+        #expect(report.iterations == 3)
+        #expect(report.hitIterationCap)
+    }
+}
