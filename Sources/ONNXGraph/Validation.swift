@@ -109,6 +109,13 @@ private struct GraphValidator {
                 try checkSchema(schema, node: i, types: types)
             }
             for output in node.outputs where !output.isEmpty {
+                // ONNX values are single-assignment across scopes: a
+                // subgraph may read an enclosing graph's value, not define
+                // its own under the same name (which would also make
+                // "who produces this?" depend on the scope).
+                guard !outer.contains(output) else {
+                    throw ModelValidationError("\(nodeLabel(i)) defines '\(output)', which an enclosing graph already defines: value names must be unique across scopes")
+                }
                 guard defined.insert(output).inserted else {
                     throw ModelValidationError("value '\(output)' is defined twice in the \(path) (again by \(nodeLabel(i)))")
                 }

@@ -39,6 +39,23 @@ struct FoldConstantsTests {
         #expect(report.remarks.first?.message == "computed Mul as a constant (float16 [2])")
     }
 
+    @Test("An output nobody reads is dropped with its value_info (no declaration of a value nothing defines)")
+    func unreadOutputLeavesNoValueInfo() throws {
+        let w = makeTensor("w", .float, dims: [4], values: [1, 2, 3, 4])
+        let nodes = [Node(opType: "Split", inputs: ["w"], outputs: ["a", "b"], name: "split",
+                          attributes: [.int("axis", 0), .ints("split", [2, 2])]),
+                     Node(opType: "Add", inputs: ["x", "a"], outputs: ["y"], name: "use")]
+        var model = model(nodes, initializers: [w], outputs: ["y"], opset: 11)
+        model.graph?.valueInfo = [valueInfo("a", .float, dims: [2]), valueInfo("b", .float, dims: [2])]
+        let report = try run(&model)
+        expectRemarks(report, [("fold-constants", .applied, "ConstantFolded", "split")])
+        let graph = try #require(model.graph)
+        #expect(nodeNames(graph) == ["use"])
+        #expect(initializerNames(graph) == ["a"])
+        #expect(try graph.initializer(named: "a")?.doubles() == [1, 2])
+        #expect(graph.valueInfo.map(\.name) == ["a"])
+    }
+
     @Test("A chain folds in one sweep; the Constants only it read are removed, shared ones stay")
     func chain() throws {
         let shared = makeTensor("s", .float, dims: [2], values: [2, 3])

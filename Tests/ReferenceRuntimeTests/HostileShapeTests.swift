@@ -24,6 +24,18 @@ struct HostileShapeTests {
         #expect(throws: RuntimeError.self) { try runNode("Cast", [x], attributes: [.int("to", 8)]) }  // string
     }
 
+    /// Integer Clip bounds at the ends of int64 are compared as integers
+    /// (through Double, 2⁶³ − 1 rounds to 2⁶³ and converting back traps).
+    @Test func integerClipAtInt64Extremes() throws {
+        let v = RuntimeTensor(shape: [3], ints: [Int64.min, -5, Int64.max])
+        let top = RuntimeTensor(shape: [], ints: [Int64.max]), bottom = RuntimeTensor(shape: [], ints: [Int64.min])
+        #expect(try runNode("Clip", [v, top], opset: 13)[0].int64s() == [Int64.max, Int64.max, Int64.max])
+        #expect(try runNode("Clip", [v, nil, bottom], opset: 13)[0].int64s() == [Int64.min, Int64.min, Int64.min])
+        #expect(try runNode("Clip", [v, RuntimeTensor(shape: [], ints: [Int64.max - 1])], opset: 13)[0].int64s()
+                == [Int64.max - 1, Int64.max - 1, Int64.max])
+        #expect(try runNode("Clip", [v], opset: 13)[0].int64s() == [Int64.min, -5, Int64.max])
+    }
+
     @Test func extremeButValidArgumentsWork() throws {
         let s = try runNode("Slice", [x, ints([0]), ints([big]), ints([1]), ints([big])])[0]
         expectEqual(s, shape: [2, 1], [1, 4], "Slice with a huge step")

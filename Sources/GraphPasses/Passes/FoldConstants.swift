@@ -117,7 +117,10 @@ public struct FoldConstants: GraphPass {
                 let read = outputs.filter { !graph.value(named: $0.name ?? "").uses.isEmpty }
                 graph.nodes.remove(at: index)
                 for output in read { graph.addInitializer(output, named: output.name ?? "", context: context) }
-                graph.removeDeadValues(Set(node.inputs), context: context)
+                // The inputs only this node read, and outputs nobody reads
+                // (their value_info would otherwise name nothing).
+                let dropped = node.outputs.filter { name in !name.isEmpty && !read.contains { $0.name == name } }
+                graph.removeDeadValues(Set(node.inputs).union(dropped), context: context)
                 let shapes = outputs.map { "\($0.elementType) \($0.dims)" }.joined(separator: ", ")
                 context.remark(Remark(kind: .applied, pass: name, reason: Reason.folded.rawValue, node: label,
                                       message: "computed \(node.opType) as a constant (\(shapes))"))

@@ -304,7 +304,13 @@ let elementwiseKernels: [String: Kernel] = [
             }
         }
         if case .int(let v) = x.storage {
-            let lo = low.isFinite ? Int64(low) : Int64.min, hi = high.isFinite ? Int64(high) : Int64.max
+            // Integer bounds are read as integers (a Double cannot hold every
+            // int64, and converting 2^63 back would trap); absent ones are the type's range.
+            func bound(_ slot: Int, _ absent: Int64) -> Int64 {
+                guard ctx.opset >= 11, let m = ctx.optionalInput(slot) else { return absent }
+                return m.int64s().first ?? absent
+            }
+            let lo = bound(1, .min), hi = bound(2, .max)
             return [RuntimeTensor(shape: x.shape, ints: v.map { min(max($0, lo), hi) }, elementType: x.elementType)]
         }
         return [try unaryFloat(x, "Clip") { $0.isNaN ? $0 : min(max($0, low), high) }]
