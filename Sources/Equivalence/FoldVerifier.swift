@@ -145,48 +145,87 @@ public enum FoldVerifier {
         return producer
     }
 
-    /// Checks every folded pair (see the type's documentation).
+    /// Checks every folded pair (see the type's documentation), in the main
+    /// graph and inside If/Loop/Scan bodies: a body's pairs are labelled
+    /// with their path (`if/then_branch/bn`) and may read constants of the
+    /// graphs around them.
     public static func verifyPairs(original: Model, folded: Model, seed: UInt64 = 0) -> [PairResult] {
         guard let go = original.graph, let gf = folded.graph else { return [] }
-        return foldedPairs(original: go, folded: gf).enumerated().map { n, pair in
-            let bn = go.nodes[pair.bn], op = go.nodes[pair.producer]
-            var result = PairResult(batchNorm: bn.displayName(index: pair.bn), producer: op.displayName(index: pair.producer),
-                                    output: bn.outputs[0], inputShape: [])
-            do {
-                let weight = try constant(op.inputs.count > 1 ? op.inputs[1] : "", in: go)
-                let (shape, channels) = try pairInput(op, weight: weight, in: go)
-                result.inputShape = shape
-                let x = InputSpec(name: "bnfold_verify_x", elementType: weight.elementType, shape: shape)
-                let perChannel = (weight.elementCount ?? 0) / max(1, channels)
-                var subset: [Int]? = nil
-                if op.isOp("Conv"), (op.intAttribute("group") ?? 1) == 1, channels > 2,
-                   (weight.elementCount ?? 0) > pairWeightLimit {
-                    let k = max(2, min(channels, pairWeightLimit / max(1, perChannel)))
-                    subset = (0..<k).map { $0 * (channels - 1) / (k - 1) }
-                }
-                result.channels = channels
-                result.channelsChecked = subset?.count ?? channels
-                let originalNodes = [pair.producer] + (pair.add.map { [$0] } ?? []) + [pair.bn]
-                func models(_ subset: [Int]?) throws -> (Model, Model) {
-                    (try pairModel(nodes: originalNodes, of: go, model: original, input: x, output: bn.outputs[0], channels: subset),
-                     try pairModel(nodes: [pair.folded], of: gf, model: folded, input: x, output: bn.outputs[0], channels: subset))
-                }
-                let (a, b): (Model, Model)
-                if let cut = try? models(subset) {
-                    (a, b) = cut
-                } else {
-                    // A constant that cannot be cut by channel: check them all.
-                    result.channelsChecked = channels
-                    (a, b) = try models(nil)
-                }
-                let report = try EquivalenceChecker(a: a, b: b).compare(samples: 1, seed: seed &+ UInt64(n))
-                result.comparison = report.outputs.first
-                if report.outputs.isEmpty { result.problem = "the pair produced no output" }
-            } catch {
-                result.problem = "could not be checked: \(error)"
-            }
-            return result
+        var results: [PairResult] = []
+        verifyPairs(Scope(graph: go), Scope(graph: gf), path: "", models: (original, folded), seed: seed, into: &results)
+        return results
+    }
+
+    /// A graph and the graphs enclosing it, innermost first.
+    struct Scope {
+        let graph: Graph
+        var enclosing: [Graph] = []
+        func inside(_ sub: Graph) -> Scope { Scope(graph: sub, enclosing: [graph] + enclosing) }
+    }
+
+    static func verifyPairs(_ so: Scope, _ sf: Scope, path: String, models: (Model, Model), seed: UInt64,
+                            into results: inout [PairResult]) {
+        for pair in foldedPairs(original: so.graph, folded: sf.graph) {
+            results.append(checkPair(pair, so, sf, path: path, models: models, seed: seed &+ UInt64(results.count)))
         }
+        // The same If/Loop/Scan node in both graphs: same op, same first output.
+        let foldedNode = producers(sf.graph)
+        for (i, node) in so.graph.nodes.enumerated() where !node.subgraphs.isEmpty {
+            guard let out = node.outputs.first(where: { !$0.isEmpty }), let j = foldedNode[out],
+                  sf.graph.nodes[j].opType == node.opType else { continue }
+            for attribute in node.attributes {
+                guard let name = attribute.name, let other = sf.graph.nodes[j].attribute(name),
+                      attribute.subgraphs.count == other.subgraphs.count else { continue }
+                for (k, (a, b)) in zip(attribute.subgraphs, other.subgraphs).enumerated() {
+                    let label = path + node.displayName(index: i) + "/" + name + (attribute.subgraphs.count > 1 ? "[\(k)]" : "") + "/"
+                    verifyPairs(so.inside(a), sf.inside(b), path: label, models: models, seed: seed, into: &results)
+                }
+            }
+        }
+    }
+
+    static func checkPair(_ pair: FoldedPair, _ so: Scope, _ sf: Scope, path: String, models: (Model, Model),
+                          seed: UInt64) -> PairResult {
+        let (original, folded) = models
+        let go = so.graph
+        let bn = go.nodes[pair.bn], op = go.nodes[pair.producer]
+        var result = PairResult(batchNorm: path + bn.displayName(index: pair.bn),
+                                producer: path + op.displayName(index: pair.producer),
+                                output: bn.outputs[0], inputShape: [])
+        do {
+            let weight = try constant(op.inputs.count > 1 ? op.inputs[1] : "", in: so)
+            let (shape, channels) = try pairInput(op, weight: weight, in: so)
+            result.inputShape = shape
+            let x = InputSpec(name: "bnfold_verify_x", elementType: weight.elementType, shape: shape)
+            let perChannel = (weight.elementCount ?? 0) / max(1, channels)
+            var subset: [Int]? = nil
+            if op.isOp("Conv"), (op.intAttribute("group") ?? 1) == 1, channels > 2,
+               (weight.elementCount ?? 0) > pairWeightLimit {
+                let k = max(2, min(channels, pairWeightLimit / max(1, perChannel)))
+                subset = (0..<k).map { $0 * (channels - 1) / (k - 1) }
+            }
+            result.channels = channels
+            result.channelsChecked = subset?.count ?? channels
+            let originalNodes = [pair.producer] + (pair.add.map { [$0] } ?? []) + [pair.bn]
+            func models(_ subset: [Int]?) throws -> (Model, Model) {
+                (try pairModel(nodes: originalNodes, of: so, model: original, input: x, output: bn.outputs[0], channels: subset),
+                 try pairModel(nodes: [pair.folded], of: sf, model: folded, input: x, output: bn.outputs[0], channels: subset))
+            }
+            let (a, b): (Model, Model)
+            if let cut = try? models(subset) {
+                (a, b) = cut
+            } else {
+                // A constant that cannot be cut by channel: check them all.
+                result.channelsChecked = channels
+                (a, b) = try models(nil)
+            }
+            let report = try EquivalenceChecker(a: a, b: b).compare(samples: 1, seed: seed)
+            result.comparison = report.outputs.first
+            if report.outputs.isEmpty { result.problem = "the pair produced no output" }
+        } catch {
+            result.problem = "could not be checked: \(error)"
+        }
+        return result
     }
 
     /// Rows of the input a Gemm/MatMul pair is run on when its bias does not
@@ -196,7 +235,7 @@ public enum FoldVerifier {
 
     /// The input shape a pair with producer `op` (weight `weight`) is run on,
     /// and the op's output channels.
-    static func pairInput(_ op: Node, weight: Tensor, in graph: Graph) throws -> (shape: [Int], channels: Int) {
+    static func pairInput(_ op: Node, weight: Tensor, in scope: Scope) throws -> (shape: [Int], channels: Int) {
         let dims = weight.dims.map(Int.init)
         let group = max(1, Int(op.intAttribute("group") ?? 1))
         switch op.opType {
@@ -214,7 +253,7 @@ public enum FoldVerifier {
             let (k, n) = transB ? (dims[1], dims[0]) : (dims[0], dims[1])
             var rows = pairRows
             if op.isOp("Gemm"), op.inputs.count > 2, !op.inputs[2].isEmpty {
-                let c = try constant(op.inputs[2], in: graph)
+                let c = try constant(op.inputs[2], in: scope)
                 if c.dims.count == 2 { rows = Int(c.dims[0]) }  // [M, N] or [M, 1] fixes M; [1, N] broadcasts
             }
             rows = max(rows, 1)
@@ -263,8 +302,11 @@ public enum FoldVerifier {
     // MARK: Cutting out a pair
 
     /// A constant's tensor: an initializer or a `Constant` node's `value`,
-    /// also behind `Identity` nodes (exporters put them in front of shared weights).
-    static func constant(_ name: String, in graph: Graph) throws -> Tensor {
+    /// also behind `Identity` nodes (exporters put them in front of shared
+    /// weights), looked up in the enclosing graphs when the scope's own
+    /// graph neither defines nor declares the name.
+    static func constant(_ name: String, in scope: Scope) throws -> Tensor {
+        let graph = scope.graph
         var name = name
         var hops = 0
         while let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Identity"),
@@ -273,9 +315,10 @@ public enum FoldVerifier {
             hops += 1
         }
         if let t = graph.initializer(named: name) { return t }
-        if let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Constant"),
-           let t = graph.nodes[p.node].attribute("value")?.t {
-            return t
+        if let p = graph.value(named: name).producer {
+            if graph.nodes[p.node].isOp("Constant"), let t = graph.nodes[p.node].attribute("value")?.t { return t }
+        } else if !graph.inputs.contains(where: { $0.name == name }), let outer = scope.enclosing.first {
+            return try constant(name, in: Scope(graph: outer, enclosing: Array(scope.enclosing.dropFirst())))
         }
         throw EquivalenceError("'\(name)' is not an initializer or a Constant with a tensor value")
     }
@@ -285,8 +328,9 @@ public enum FoldVerifier {
     /// or the `Constant` nodes producing them) and one output.
     /// With `channels`, every constant (Conv weight and bias, BN parameters;
     /// all indexed by output channel first) keeps only those channels.
-    static func pairModel(nodes indices: [Int], of graph: Graph, model: Model, input x: InputSpec, output: String,
+    static func pairModel(nodes indices: [Int], of scope: Scope, model: Model, input x: InputSpec, output: String,
                           channels: [Int]? = nil) throws -> Model {
+        let graph = scope.graph
         var nodes = indices.map { graph.nodes[$0] }
         let intermediate = Set(nodes.dropLast().flatMap(\.outputs))
         nodes[0].inputs[0] = x.name
@@ -296,7 +340,7 @@ public enum FoldVerifier {
         for node in nodes {
             for name in node.inputs where !name.isEmpty && name != x.name && !intermediate.contains(name) && seen.insert(name).inserted {
                 if let channels {
-                    var t = try channelSubset(constant(name, in: graph), channels: channels)
+                    var t = try channelSubset(constant(name, in: scope), channels: channels)
                     t.name = name
                     g.initializers.append(t)
                 } else if var t = graph.initializer(named: name) {
@@ -304,7 +348,7 @@ public enum FoldVerifier {
                     g.initializers.append(t)
                 } else if let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Constant") {
                     constantNodes.append(graph.nodes[p.node])
-                } else if var t = try? constant(name, in: graph) {  // behind Identity nodes
+                } else if var t = try? constant(name, in: scope) {  // behind Identity nodes, or outside a body
                     t.name = name
                     g.initializers.append(t)
                 } else {

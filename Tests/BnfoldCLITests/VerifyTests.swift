@@ -39,7 +39,9 @@ struct VerifyTests {
         #expect(r.status == 0, "\(r.stderr)")
         let v = try #require(Self.json(r.stdout)["verification"] as? [String: Any])
         #expect(v["whole_model"] as? String == "skipped: unsupported operators If")
-        #expect(v["pairs_checked"] as? Int == 1)
+        // The main graph's pair and one in each If branch.
+        #expect(v["pairs_checked"] as? Int == 3)
+        #expect(v["pairs_failed"] as? Int == 0)
     }
 
     // Uses the CLI's test hook BNFOLD_TEST_BREAK_FOLD=1 (FoldCommand.swift,

@@ -51,6 +51,46 @@ struct FoldVerifierTests {
         return m
     }
 
+    /// The body of `node`'s attribute `name` in the main graph, edited in place.
+    static func editBranch(_ model: inout Model, node: String, _ name: String, _ edit: (inout Graph, inout Graph) throws -> Void) rethrows {
+        var g = model.graph!
+        let i = g.nodes.firstIndex { $0.name == node }!
+        let slot = g.nodes[i].attributes.firstIndex { $0.name == name }!
+        var body = g.nodes[i].attributes[slot].g!
+        try edit(&body, &g)
+        g.nodes[i].attributes[slot].g = body
+        model.graph = g
+    }
+
+    /// Folds inside If branches are checked pair by pair too — including a
+    /// branch whose Conv reads its weight from the main graph — and a broken
+    /// fold inside a branch fails its pair (the whole-model check cannot run
+    /// If nodes).
+    @Test func pairsInsideSubgraphsAreChecked() throws {
+        var original = try ModelReader.read(path: TestPaths.fixture("subgraph_if.onnx"))
+        try Self.editBranch(&original, node: "if", "then_branch") { branch, main in
+            let w = try #require(branch.initializers.first { $0.name == "t_W" })
+            branch.initializers.removeAll { $0.name == "t_W" }
+            main.initializers.append(w)
+        }
+        try original.validate()
+        let folded = try Self.fold(original)
+        let pairs = FoldVerifier.verifyPairs(original: original, folded: folded)
+        #expect(Set(pairs.map(\.batchNorm)) == ["m_bn", "if/else_branch/e_bn", "if/then_branch/t_bn"])
+        let problems = pairs.filter { !$0.passed }.map { "\($0.batchNorm): \($0.problem ?? "ratio \($0.ratio)")" }
+        #expect(problems.isEmpty, "\(problems)")
+
+        var broken = folded
+        try Self.editBranch(&broken, node: "if", "then_branch") { branch, _ in
+            let conv = try #require(branch.nodes.first { $0.isOp("Conv") })
+            let i = try #require(branch.initializers.firstIndex { $0.name == conv.inputs[1] })
+            let count = try #require(branch.initializers[i].elementCount)
+            branch.initializers[i] = try branch.initializers[i].scaledBlocks(blockSize: count, scale: [1.01], channelOfBlock: { _ in 0 })
+        }
+        let brokenPairs = FoldVerifier.verifyPairs(original: original, folded: broken)
+        #expect(brokenPairs.filter { !$0.passed }.map(\.batchNorm) == ["if/then_branch/t_bn"])
+    }
+
     @Test(arguments: ["torch_tiny_resnet.onnx", "torch_resnet18.onnx", "conv2d_bn_fp16.onnx", "conv2d_bn_bf16.onnx", "conv2d_bn_f64.onnx"])
     func correctFoldPasses(fixture: String) throws {
         let original = try ModelReader.read(path: TestPaths.fixture(fixture))
