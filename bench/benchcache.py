@@ -1,11 +1,35 @@
 """Shared by the bench model generators: cache keys (a model is regenerated
-when its parameters or the script that makes it change) and the
+when its parameters or the script that makes it change), the empty model
+they fill in place, float32 initializers, and the
 Conv -> BatchNormalization -> Relu block they are made of."""
 import hashlib
 import json
 import os
 
-from onnx import helper
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+
+def new_model(graph_name, ir_version, opset):
+    """An empty ModelProto to fill in place (helper.make_graph / make_model
+    would copy every tensor); returns (model, graph)."""
+    model = onnx.ModelProto()
+    model.ir_version = ir_version
+    model.producer_name = "bnfold-bench"
+    model.opset_import.add(domain="", version=opset)
+    model.graph.name = graph_name
+    return model, model.graph
+
+
+def add_tensor(graph, name, array):
+    """Appends a float32 initializer in place (no copy of the message)."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    t = graph.initializer.add()
+    t.name = name
+    t.data_type = TensorProto.FLOAT
+    t.dims.extend(array.shape)
+    t.raw_data = array.tobytes()
 
 
 def cache_key(params, script):

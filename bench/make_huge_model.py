@@ -28,8 +28,6 @@ printed on stdout.
 """
 
 import argparse
-import hashlib
-import json
 import math
 import os
 import resource
@@ -98,12 +96,7 @@ class DataWriter:
 def build(params, data_file, location):
     rng = np.random.default_rng(params["seed"])
     c, n = params["channels"], params["blocks"]
-    model = onnx.ModelProto()
-    model.ir_version = IR_VERSION
-    model.producer_name = "bnfold-bench"
-    model.opset_import.add(domain="", version=OPSET)
-    graph = model.graph
-    graph.name = "bench_huge_conv_bn_stack"
+    model, graph = benchcache.new_model("bench_huge_conv_bn_stack", IR_VERSION, OPSET)
     w_scale = np.float32(np.sqrt(2.0 / (c * 9)))
     out = DataWriter(data_file, location)
 

@@ -17,8 +17,6 @@ reused, stale ones (other hashes) are removed. The path is printed on stdout.
 """
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import time
@@ -73,25 +71,9 @@ def weight_bytes(width):
     return total
 
 
-def add_tensor(graph, name, array):
-    """Appends a float32 initializer in place (no copy of the message)."""
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    t = graph.initializer.add()
-    t.name = name
-    t.data_type = TensorProto.FLOAT
-    t.dims.extend(array.shape)
-    t.raw_data = array.tobytes()
-
-
 def build(params):
     rng = np.random.default_rng(params["seed"])
-    # Filled in place: helper.make_graph / make_model would copy every tensor.
-    model = onnx.ModelProto()
-    model.ir_version = IR_VERSION
-    model.producer_name = "bnfold-bench"
-    model.opset_import.add(domain="", version=OPSET)
-    graph = model.graph
-    graph.name = "bench_vgg11_bn"
+    model, graph = benchcache.new_model("bench_vgg11_bn", IR_VERSION, OPSET)
 
     nodes = []
     x = "input"
@@ -110,14 +92,14 @@ def build(params):
         # float32 and scaled in place.
         w = rng.standard_normal((c_out, c_in, 3, 3), dtype=np.float32)
         w *= np.float32(np.sqrt(2.0 / (c_out * 9)))
-        add_tensor(graph, p + ".weight", w)
+        benchcache.add_tensor(graph, p + ".weight", w)
         del w
-        add_tensor(graph, p + ".bias", rng.normal(0.0, 0.02, c_out))
+        benchcache.add_tensor(graph, p + ".bias", rng.normal(0.0, 0.02, c_out))
         b = f"features.bn{conv_i}"
-        add_tensor(graph, b + ".weight", rng.uniform(0.5, 1.5, c_out))
-        add_tensor(graph, b + ".bias", rng.normal(0.0, 0.2, c_out))
-        add_tensor(graph, b + ".running_mean", rng.normal(0.0, 0.5, c_out))
-        add_tensor(graph, b + ".running_var", rng.uniform(0.25, 2.0, c_out))
+        benchcache.add_tensor(graph, b + ".weight", rng.uniform(0.5, 1.5, c_out))
+        benchcache.add_tensor(graph, b + ".bias", rng.normal(0.0, 0.2, c_out))
+        benchcache.add_tensor(graph, b + ".running_mean", rng.normal(0.0, 0.5, c_out))
+        benchcache.add_tensor(graph, b + ".running_var", rng.uniform(0.25, 2.0, c_out))
 
         x = benchcache.conv_bn_relu(nodes, x, p, b, conv_i)
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["output"], name="gap"))

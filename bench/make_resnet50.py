@@ -48,12 +48,7 @@ class Builder:
         self.convs = 0
 
     def tensor(self, name, array):
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        t = self.graph.initializer.add()
-        t.name = name
-        t.data_type = TensorProto.FLOAT
-        t.dims.extend(array.shape)
-        t.raw_data = array.tobytes()
+        benchcache.add_tensor(self.graph, name, array)
 
     def conv_bn(self, x, prefix, c_in, c_out, k, stride, relu, gamma=(0.5, 1.5)):
         """Conv(k x k, no bias) -> BatchNormalization [-> Relu]; returns the output name."""
@@ -93,12 +88,7 @@ class Builder:
 
 def build(params):
     rng = np.random.default_rng(params["seed"])
-    model = onnx.ModelProto()
-    model.ir_version = IR_VERSION
-    model.producer_name = "bnfold-bench"
-    model.opset_import.add(domain="", version=OPSET)
-    graph = model.graph
-    graph.name = "bench_resnet50"
+    model, graph = benchcache.new_model("bench_resnet50", IR_VERSION, OPSET)
     b = Builder(graph, rng)
 
     x = b.conv_bn("input", "stem", 3, 64, 7, 2, True)
