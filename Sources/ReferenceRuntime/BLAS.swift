@@ -3,7 +3,9 @@ import CBLAS
 /// The two floating-point storages kernels are generic over, with their
 /// BLAS matrix product (OpenBLAS sgemm/dgemm) and their `Storage` case.
 protocol RuntimeFloat: BinaryFloatingPoint, Sendable {
-    /// Row-major `C = alpha · op(A) · op(B) + beta · C`, `op(A)` m×k, `op(B)` k×n.
+    /// Row-major `C = alpha · op(A) · op(B) + beta · C`, `op(A)` m×k, `op(B)`
+    /// k×n: one single-threaded BLAS call (kernels call ``parallelGemm``,
+    /// which splits the product over the workers).
     static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Self,
                      a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int,
                      beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
@@ -15,6 +17,7 @@ extension Float: RuntimeFloat {
                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         guard m > 0, n > 0 else { return }
+        _ = Parallelism.blasConfigured
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     blasint(m), blasint(n), blasint(k), alpha, a, blasint(max(lda, 1)), b, blasint(max(ldb, 1)),
                     beta, c, blasint(max(ldc, 1)))
@@ -27,6 +30,7 @@ extension Double: RuntimeFloat {
                      a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
                      beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
         guard m > 0, n > 0 else { return }
+        _ = Parallelism.blasConfigured
         cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     blasint(m), blasint(n), blasint(k), alpha, a, blasint(max(lda, 1)), b, blasint(max(ldb, 1)),
                     beta, c, blasint(max(ldc, 1)))

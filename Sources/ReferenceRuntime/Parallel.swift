@@ -31,7 +31,8 @@ public enum Parallelism {
     /// The worker count in effect here.
     static var current: Int { max(1, threadOverride ?? threads) }
 
-    /// Makes OpenBLAS single-threaded (once): the runtime's workers call it.
+    /// Makes OpenBLAS single-threaded (once, before the runtime's first BLAS
+    /// call, whichever kernel makes it): the runtime's workers call it.
     static let blasConfigured: Bool = {
         openblas_set_num_threads(1)
         return true
@@ -68,7 +69,6 @@ func parallelChunks(_ count: Int, grain: Int, _ body: (Range<Int>) -> Void) {
 func parallelGemm<T: RuntimeFloat>(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: T,
                                    a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
                                    beta: T, c: UnsafeMutablePointer<T>, ldc: Int) {
-    _ = Parallelism.blasConfigured
     // Below ~2 MFLOP a split costs more than it saves.
     let grainFlops = 1 << 21
     let work = m * n * max(k, 1)

@@ -11,7 +11,8 @@ struct ParallelTests {
     /// Whole networks give bit-identical outputs with 1, 2 and 3 workers:
     /// every output element is computed by one worker with the same
     /// arithmetic, whichever rows or columns its gemm call covers.
-    @Test(arguments: ["torch_resnet18.onnx", "torch_grouped_bn.onnx", "torch_depthwise_bn.onnx", "conv3d_bn.onnx"])
+    @Test(arguments: ["torch_resnet18.onnx", "torch_grouped_bn.onnx", "torch_depthwise_bn.onnx", "conv3d_bn.onnx",
+                      "torch_deconv_linear_bn.onnx", "matmul_add_bn.onnx"])
     func threadCountDoesNotChangeResults(_ fixture: String) throws {
         let model = try ModelReader.read(path: TestPaths.fixture(fixture))
         let interpreter = try Interpreter(model: model)
@@ -20,6 +21,29 @@ struct ParallelTests {
         for threads in [2, 3] {
             let many = try Parallelism.$threadOverride.withValue(threads) { try interpreter.run(inputs: feeds) }
             #expect(many == one, "\(fixture): \(threads) workers differ from 1")
+        }
+    }
+
+    /// Single kernels sized so that 2 workers do split them (each is at
+    /// least twice its split grain): the results equal the 1-worker ones bit
+    /// for bit.
+    @Test func splitKernelsMatchOneWorker() throws {
+        var rng = SeededGenerator(seed: 21)
+        func t(_ shape: [Int]) -> RuntimeTensor { tensor(shape, randomValues(product(shape), &rng)) }
+        let cases: [(String, [RuntimeTensor?], [Attribute])] = [
+            ("Conv", [t([1, 16, 32, 32]), t([32, 16, 3, 3]), t([32])], [.ints("pads", [1, 1, 1, 1])]),  // 4.7 MFLOP, split by columns
+            ("Conv", [t([1, 8, 64, 64]), t([64, 8, 1, 1])], []),                                          // pointwise
+            ("ConvTranspose", [t([1, 64, 32, 32]), t([64, 16, 3, 3])], []),                               // 9.4 MFLOP
+            ("MatMul", [t([64, 512]), t([512, 256])], []),
+            ("Gemm", [t([512, 64]), t([512, 128]), t([128])], [.int("transA", 1)]),
+            ("Add", [t([1, 64, 32, 32]), t([1, 64, 1, 1])], []),
+            ("MaxPool", [t([1, 32, 56, 56])], [.ints("kernel_shape", [3, 3]), .ints("strides", [2, 2])]),
+        ]
+        for (op, inputs, attributes) in cases {
+            let one = try Parallelism.$threadOverride.withValue(1) { try runNode(op, inputs, attributes: attributes)[0] }
+            let two = try Parallelism.$threadOverride.withValue(2) { try runNode(op, inputs, attributes: attributes)[0] }
+            #expect(one.count > 0)
+            #expect(two == one, "\(op): 2 workers differ from 1")
         }
     }
 

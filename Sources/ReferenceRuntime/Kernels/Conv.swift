@@ -316,7 +316,7 @@ func convolveTransposed<T: RuntimeFloat>(_ x: [T], _ w: [T], _ b: [T]?, n: Int, 
                     for bi in 0..<n {
                         for g in 0..<group {
                             // W is [C, M/group, k…]: the group's block is cg × rows.
-                            T.gemm(transA: true, transB: false, m: rows, n: iCount, k: cg, alpha: 1,
+                            parallelGemm(transA: true, transB: false, m: rows, n: iCount, k: cg, alpha: 1,
                                    a: wp.baseAddress! + g * cg * rows, lda: rows,
                                    b: xp.baseAddress! + (bi * c + g * cg) * iCount, ldb: iCount, beta: 0,
                                    c: cp.baseAddress!, ldc: iCount)

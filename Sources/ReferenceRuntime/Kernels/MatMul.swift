@@ -1,4 +1,4 @@
-/// Gemm and MatMul through BLAS gemm.
+/// Gemm and MatMul through BLAS gemm (split over the workers, ``parallelGemm``).
 let matmulKernels: [String: Kernel] = [
     "Gemm": { ctx in
         let a = try ctx.input(0), b = try ctx.input(1)
@@ -24,7 +24,7 @@ let matmulKernels: [String: Kernel] = [
             v[0].withUnsafeBufferPointer { ap in
                 v[1].withUnsafeBufferPointer { bp in
                     y.withUnsafeMutableBufferPointer { yp in
-                        T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: T(alpha),
+                        parallelGemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: T(alpha),
                                a: ap.baseAddress!, lda: a.shape[1], b: bp.baseAddress!, ldb: b.shape[1],
                                beta: v.count > 2 ? T(beta) : 0, c: yp.baseAddress!, ldc: n)
                     }
@@ -74,7 +74,7 @@ func matmul(_ a: RuntimeTensor, _ b: RuntimeTensor) throws -> RuntimeTensor {
             v[1].withUnsafeBufferPointer { bp in
                 y.withUnsafeMutableBufferPointer { yp in
                     for i in 0..<batchCount {
-                        T.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
+                        parallelGemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
                                a: ap.baseAddress! + aIndex[i] * m * k, lda: k,
                                b: bp.baseAddress! + bIndex[i] * k * n, ldb: n,
                                beta: 0, c: yp.baseAddress! + i * m * n, ldc: n)
