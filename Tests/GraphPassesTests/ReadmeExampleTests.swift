@@ -74,6 +74,20 @@ struct RemoveIdentityAndDropout: GraphPass {
         #expect(scratch.contents() == ["fused.onnx"])
     }
 
+    /// The pass's source is the same in README.md, the DocC article and this
+    /// file, so the documented example is the tested one.
+    @Test func documentedPassIsTheTestedOne() throws {
+        func passSource(_ relative: String) throws -> String {
+            let text = try String(contentsOf: TestPaths.root.appendingPathComponent(relative), encoding: .utf8)
+            let start = try #require(text.range(of: "struct RemoveIdentityAndDropout: GraphPass {"), "\(relative)")
+            let end = try #require(text.range(of: "\n}\n", range: start.upperBound..<text.endIndex), "\(relative)")
+            return String(text[start.lowerBound..<end.upperBound])
+        }
+        let tested = try passSource("Tests/GraphPassesTests/ReadmeExampleTests.swift")
+        #expect(try passSource("README.md") == tested)
+        #expect(try passSource("Sources/GraphPasses/GraphPasses.docc/WritingAPass.md") == tested)
+    }
+
     /// A Dropout whose mask is read is not a pass-through: it stays.
     @Test func dropoutWithUsedMaskStays() throws {
         var graph = Graph(name: "g", nodes: [
