@@ -176,7 +176,10 @@ enum InputFile {
         let model: [UInt8] = [0x08, 0x08] + lengthDelimited(7, lengthDelimited(5, bytes))  // ir_version 8, graph
         let decoded: Model
         do {
-            decoded = try model.withUnsafeBytes { try ModelReader.read(bytes: $0, name: path) }
+            // `contents:` copies: tensors of 1 KiB or more borrow the message's
+            // bytes, which must outlive them (a borrowed temporary was read
+            // after it was freed).
+            decoded = try ModelReader.read(contents: model, name: path)
         } catch let error as ModelFileError {
             throw ModelFileError(file: path, "is neither a .npy file nor a readable TensorProto: \(error.problem)")
         }

@@ -12,8 +12,9 @@ import ONNXGraph
 /// the IR borrows them (see ``Compaction``); the rest of the message is
 /// unpacked by protobuf-c. Peak memory is about one model's size, and less
 /// when a pass replaces tensors (their old pages are released).
-/// External data files are checked now and mapped only when a tensor's
-/// bytes are first needed.
+/// External data files are opened (beneath the model's directory) and
+/// checked now, kept open, and mapped from that descriptor only when a
+/// tensor's bytes are first needed.
 public enum ModelReader {
     /// Reads the model at `path`.
     ///
@@ -22,31 +23,46 @@ public enum ModelReader {
     ///   tensor whose data does not match its shape, unsafe or broken
     ///   external data.
     public static func read(path: String) throws -> Model {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
+        // Opened once, without blocking (a FIFO put in the model's place
+        // would otherwise hold the open forever), and checked on the
+        // descriptor, so what is checked is what is mapped.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
             let reason = errno == ENOENT ? "no such file" : String(cString: strerror(errno))
             throw ModelFileError(file: path, "cannot read: \(reason)")
         }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            throw ModelFileError(file: path, "is a directory, not a model file")
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw ModelFileError(file: path, "cannot read: \(reason)")
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            if (st.st_mode & S_IFMT) == S_IFDIR { throw ModelFileError(file: path, "is a directory, not a model file") }
             throw ModelFileError(file: path, "is not a regular file")
         }
-        let size = Int(st.st_size)
-        guard size > 0 else { throw ModelFileError(file: path, "is empty") }
-
-        let file = try MappedFile(path: path, displayName: path)
+        let file = try MappedFile(owning: fd, displayName: path)
+        guard file.size > 0 else { throw ModelFileError(file: path, "is empty") }
         return try decode(UnsafeRawBufferPointer(start: file.base, count: file.size), name: path,
                           externalDataDirectoryOf: path) { offset, length in
             MappedSlice(file: file, offset: offset, length: length).buffer
         }
     }
 
-    /// Reads a model held in memory (used by the fuzzer, and for models that
-    /// did not come from a file). Tensor payloads borrow `bytes`, which must
-    /// stay valid and unchanged while the returned model (or any tensor taken
-    /// from it) lives; `owner`, if given, is kept alive by those tensors.
+    /// Reads a model from bytes the reader takes a copy of, so tensors stay
+    /// valid however long they live (used for `.pb` TensorProto inputs and
+    /// other models built in memory). External data is looked up next to `name`.
+    public static func read<Bytes: Collection>(contents: Bytes, name: String) throws -> Model where Bytes.Element == UInt8 {
+        let copy = ByteBuffer(contents)
+        return try copy.withUnsafeBytes { try read(bytes: $0, name: name, owner: copy.owner) }
+    }
+
+    /// Reads a model held in memory without copying it (used by the fuzzer).
+    /// Tensor payloads of 1 KiB or more borrow `bytes`, which must stay valid
+    /// and unchanged while the returned model (or any tensor taken from it)
+    /// lives: pass the object that keeps them alive as `owner` (tensors keep
+    /// it), or use ``read(contents:name:)``, which owns its copy.
     /// External data is looked up next to `name`.
     public static func read(bytes: UnsafeRawBufferPointer, name: String, owner: AnyObject? = nil) throws -> Model {
         guard bytes.count > 0 else { throw ModelFileError(file: name, "is empty") }
@@ -88,9 +104,11 @@ public enum ModelReader {
         guard unpacked.pointee.has_ir_version != 0 else {
             throw ModelFileError(file: path, "is not an ONNX model: it has no ir_version")
         }
-        let decoder = ProtoDecoder(owner: tree, external: ExternalDataResolver(modelFile: modelPath), fileName: path,
-                                   slices: slices)
-        return try decoder.model(unpacked)
+        let external = ExternalDataResolver(modelFile: modelPath)
+        let decoder = ProtoDecoder(owner: tree, external: external, fileName: path, slices: slices)
+        let model = try decoder.model(unpacked)
+        try external.checkReferencedTotal()
+        return model
     }
 }
 
