@@ -1,0 +1,50 @@
+import Foundation
+@testable import ONNXFile
+import ONNXGraph
+import Testing
+import TestSupport
+
+/// What the reader opens and how long its bytes live: data files swapped or
+/// replaced by FIFOs, TensorProto inputs above the borrow threshold.
+@Suite struct HostileReadTests {
+    /// conv2d_bn_external written into `dir` as m.onnx + m.onnx.data.
+    func externalModel(in dir: ScratchDirectory) throws -> String {
+        let model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn_external.onnx"))
+        _ = try ModelWriter.write(model, to: dir.file("m.onnx"))
+        return dir.file("m.onnx")
+    }
+
+    /// A FIFO in the data file's place: refused at once (no hang on open).
+    @Test func dataFileThatIsAFIFOIsRefusedWithoutHanging() throws {
+        let dir = ScratchDirectory()
+        let input = try externalModel(in: dir)
+        try FileManager.default.removeItem(atPath: dir.file("m.onnx.data"))
+        #expect(mkfifo(dir.file("m.onnx.data"), 0o600) == 0)
+        let out = ScratchDirectory()
+        let process = BackgroundProcess(bnfold: [input, "-o", out.file("out.onnx")])
+        try process.start()
+        let r = try process.wait(timeout: .seconds(60))
+        #expect(r.status == 2, "\(r.stderr)")
+        #expect(r.stderr.contains("external data file 'm.onnx.data' is not a regular file"), "\(r.stderr)")
+        #expect(out.contents().isEmpty)
+    }
+
+    /// The data file replaced by a symlink to an outside file after the
+    /// model was read: the tensor's bytes are still the original ones, read
+    /// from the descriptor opened at read time.
+    @Test func dataFileSwappedAfterReadingIsNotFollowed() throws {
+        let dir = ScratchDirectory()
+        let outside = ScratchDirectory()
+        let input = try externalModel(in: dir)
+        let original = try Data(contentsOf: URL(fileURLWithPath: dir.file("m.onnx.data")))
+        let model = try ModelReader.read(path: input)
+        try Data(repeating: 0xAB, count: original.count).write(to: URL(fileURLWithPath: outside.file("secret")))
+        try FileManager.default.removeItem(atPath: dir.file("m.onnx.data"))
+        try FileManager.default.createSymbolicLink(atPath: dir.file("m.onnx.data"), withDestinationPath: outside.file("secret"))
+        let tensor = try #require(model.graph?.initializers.first { $0.location == .external })
+        let bytes = try tensor.dataBytes().array
+        let offset = Int(tensor.externalData.first { $0.key == "offset" }?.value ?? "0") ?? 0
+        #expect(bytes == Array(original[offset..<(offset + bytes.count)]))
+        #expect(!bytes.allSatisfy { $0 == 0xAB })
+    }
+}
