@@ -48,3 +48,33 @@ import TestSupport
         #expect(!bytes.allSatisfy { $0 == 0xAB })
     }
 }
+
+/// `check --input x=file.pb` with a TensorProto above the 1 KiB borrow
+/// threshold: its values must be the file's (they were read after the
+/// buffer holding them was freed).
+@Suite struct LargeTensorProtoInputTests {
+    func unaryModel(_ op: String) -> Model {
+        let graph = Graph(nodes: [Node(opType: op, inputs: ["x"], outputs: ["y"])],
+                          inputs: [valueInfo("x", .float, dims: [4096])], outputs: [valueInfo("y", .float, dims: [4096])])
+        return Model(irVersion: 8, opsetImports: [OperatorSetID(domain: "", version: 17)], graph: graph)
+    }
+
+    @Test func allNegativeInputMakesReluAndIdentityDiffer() throws {
+        let scratch = ScratchDirectory()
+        _ = try ModelWriter.write(unaryModel("Relu"), to: scratch.file("relu.onnx"))
+        _ = try ModelWriter.write(unaryModel("Identity"), to: scratch.file("identity.onnx"))
+        let values = [Double](repeating: -1.5, count: 4096)  // 16 KiB of raw_data
+        try Data(TensorProtoBytes.float(name: "x", dims: [4096], values: values)).write(to: URL(fileURLWithPath: scratch.file("x.pb")))
+        let r = try runBnfold(["check", scratch.file("relu.onnx"), scratch.file("identity.onnx"), "--input", "x=" + scratch.file("x.pb")])
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("NOT EQUIVALENT"))
+        // The values read are the file's.
+        let tensor = try #require(ModelReader.read(contents: [0x08, 0x08] + Self.wrapped(TensorProtoBytes.float(name: "x", dims: [4096], values: values)), name: "x.pb").graph?.initializers.first)
+        #expect(try tensor.doubles() == values)
+    }
+
+    static func wrapped(_ tensor: [UInt8]) -> [UInt8] {
+        let initializer = [0x2A] + TensorProtoBytes.varint(UInt64(tensor.count)) + tensor  // graph field 5
+        return [0x3A] + TensorProtoBytes.varint(UInt64(initializer.count)) + initializer     // model field 7
+    }
+}
