@@ -78,3 +78,46 @@ import TestSupport
         return [0x3A] + TensorProtoBytes.varint(UInt64(initializer.count)) + initializer     // model field 7
     }
 }
+
+/// Segments and tensors sharing one external region, read from models built
+/// byte by byte.
+@Suite struct ReaderBoundsTests {
+    static func field(_ number: UInt64, _ payload: [UInt8]) -> [UInt8] {
+        TensorProtoBytes.varint(number << 3 | 2) + TensorProtoBytes.varint(UInt64(payload.count)) + payload
+    }
+
+    static func problem(_ model: [UInt8], name: String) -> String? {
+        do { _ = try ModelReader.read(contents: model, name: name); return nil } catch let e as ModelFileError {
+            return e.problem
+        } catch { return "\(error)" }
+    }
+
+    /// A weight of shape [3,2,3,3] (54 floats) with 24 bytes and a segment.
+    @Test func segmentedTensorIsRefused() {
+        var tensor: [UInt8] = []
+        for d in [3, 2, 3, 3] { tensor += [0x08] + TensorProtoBytes.varint(UInt64(d)) }
+        tensor += [0x10, 0x01] + Self.field(3, [0x08, 0x00, 0x10, 0x06]) + Self.field(8, Array("w".utf8))
+            + Self.field(9, [UInt8](repeating: 0, count: 24))
+        let model = [0x08, 0x08] + Self.field(7, Self.field(5, tensor))
+        #expect(Self.problem(model, name: "seg.onnx") == "tensor 'w' is a segment (0..6); segmented tensors are not supported")
+    }
+
+    /// 2000 tensors of 64 KiB, all at offset 0 of one 64 KiB file.
+    @Test func tensorsSharingOneRegionManyTimesAreRefused() throws {
+        let dir = ScratchDirectory()
+        try Data(count: 65536).write(to: URL(fileURLWithPath: dir.file("w.bin")))
+        func model(tensors: Int) -> [UInt8] {
+        var graph: [UInt8] = []
+        for i in 0..<tensors {
+            var tensor = [0x08] + TensorProtoBytes.varint(16384) + [0x10, 0x01] + Self.field(8, Array("w\(i)".utf8))
+            tensor += Self.field(13, Self.field(1, Array("location".utf8)) + Self.field(2, Array("w.bin".utf8)))
+            tensor += [0x70, 0x01]  // 14: data_location EXTERNAL
+            graph += Self.field(5, tensor)
+        }
+        return [0x08, 0x08] + Self.field(7, graph)
+        }
+        #expect(Self.problem(model(tensors: 2000), name: dir.file("m.onnx")) == "external tensors reference 131072000 bytes but their data files hold 65536 bytes; bnfold allows at most 4× the data plus 16 MiB (tensors sharing regions), since every tensor becomes its own copy in memory and in the output")
+        // Four tensors sharing it (tied weights) are fine.
+        #expect(Self.problem(model(tensors: 4), name: dir.file("m.onnx")) == nil)
+    }
+}
