@@ -121,3 +121,14 @@ import TestSupport
         #expect(Self.problem(model(tensors: 4), name: dir.file("m.onnx")) == nil)
     }
 }
+
+@Suite struct SegmentedTensorCLITests {
+    @Test func segmentedWeightIsRefusedWithOneLine() throws {
+        let input = TestPaths.root.appendingPathComponent("Fuzz/regressions/reader-segmented-weight.onnx").path
+        let out = ScratchDirectory()
+        let r = try runBnfold([input, "-o", out.file("out.onnx")])
+        #expect(r.status == 2, "\(r.stderr)")
+        #expect(r.stderr == "bnfold: error: \(input): tensor 'w' is a segment (0..6); segmented tensors are not supported\n")
+        #expect(out.contents().isEmpty)
+    }
+}
