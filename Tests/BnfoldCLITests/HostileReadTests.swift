@@ -132,3 +132,21 @@ import TestSupport
         #expect(out.contents().isEmpty)
     }
 }
+
+/// Data in a field the type does not use, in two fields, or strings as raw bytes.
+@Suite struct TensorDataFieldTests {
+    static let floatData = ReaderBoundsTests.field(4, [UInt8](repeating: 0, count: 8))     // 2 floats
+    static let int64Data = ReaderBoundsTests.field(7, [0x01, 0x02])                        // 2 int64
+    static let rawData = ReaderBoundsTests.field(9, [UInt8](repeating: 0, count: 8))
+
+    @Test(arguments: [
+        (1, floatData + rawData, "tensor 't' holds data in more than one field (raw_data, float_data); only one may hold it"),
+        (1, int64Data, "tensor 't' holds int64_data but float elements belong in float_data"),
+        (8, rawData, "tensor 't' is a string tensor with raw_data; strings are stored in string_data"),
+    ])
+    func misplacedDataIsRefused(_ type: Int, _ data: [UInt8], _ expected: String) {
+        let tensor = [0x08, 0x02, 0x10, UInt8(type)] + ReaderBoundsTests.field(8, Array("t".utf8)) + data
+        let model = [0x08, 0x08] + ReaderBoundsTests.field(7, ReaderBoundsTests.field(5, tensor))
+        #expect(ReaderBoundsTests.problem(model, name: "t.onnx") == expected)
+    }
+}
