@@ -29,6 +29,24 @@ import TestSupport
         #expect(out.contents().isEmpty)
     }
 
+    /// A relative link climbing out (`../outside/data`) is refused like an absolute one.
+    @Test func relativeSymlinkClimbingOutIsRefused() throws {
+        let parent = ScratchDirectory()
+        try FileManager.default.createDirectory(atPath: parent.file("model"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: parent.file("outside"), withIntermediateDirectories: true)
+        let model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn_external.onnx"))
+        let input = parent.file("model/m.onnx")
+        _ = try ModelWriter.write(model, to: input)
+        try FileManager.default.moveItem(atPath: parent.file("model/m.onnx.data"), toPath: parent.file("outside/data"))
+        try FileManager.default.createSymbolicLink(atPath: parent.file("model/m.onnx.data"), withDestinationPath: "../outside/data")
+        let out = ScratchDirectory()
+        let r = try runBnfold([input, "-o", out.file("out.onnx")])
+        #expect(r.status == 2, "\(r.stderr)")
+        #expect(r.stderrLines.count == 1)
+        #expect(r.stderr.contains("location 'm.onnx.data' leads outside the model's directory"), "\(r.stderr)")
+        #expect(out.contents().isEmpty)
+    }
+
     /// The data file replaced by a symlink to an outside file after the
     /// model was read: the tensor's bytes are still the original ones, read
     /// from the descriptor opened at read time.
