@@ -47,6 +47,11 @@ struct Fold: ParsableCommand {
     @Flag(name: .customLong("no-verify"), help: "Do not check the folded model against the original before writing it.")
     var noVerify = false
 
+    func validate() throws {
+        // Caught here, before anything is read: an empty path used to run the
+        // whole fold and then fail at the final rename.
+        guard !output.isEmpty else { throw ValidationError("-o/--output must name a file, not an empty string") }
+    }
 
     func run() throws {
         let clock = ContinuousClock()

@@ -114,6 +114,16 @@ import TestSupport
         #expect(scratch.contents().isEmpty)
     }
 
+    @Test func emptyOutputPathIsAUsageErrorBeforeReading() throws {
+        let scratch = ScratchDirectory()
+        // The input does not exist: the usage error must come first.
+        let r = try runBnfold([scratch.file("nope.onnx"), "-o", ""])
+        #expect(r.status == 2)
+        #expect(r.stdout.isEmpty)
+        #expect(r.stderr == "bnfold: error: -o/--output must name a file, not an empty string (see 'bnfold --help')\n")
+        #expect(scratch.contents().isEmpty)
+    }
+
     @Test func unknownOpsetMessage() throws {
         let scratch = ScratchDirectory()
         let r = try runBnfold([TestPaths.fixture("bad/unknown_opset.onnx"), "-o", scratch.file("o.onnx")])
