@@ -61,6 +61,13 @@ struct Fold: ParsableCommand {
                 throw ModelFileError(file: output, "is the input file; pass --in-place to overwrite it")
             }
             var model = try readValidModel(input)
+            // Every file of the input, listed from the model as read: the
+            // passes may drop every tensor that lived in a data file, and
+            // that file must still never be written.
+            let inputDataFiles = ModelReader.externalDataFiles(of: model, modelPath: input)
+            if let clash = inputDataFiles.first(where: { sameFile($0, output) }) {
+                throw ModelFileError(file: output, "is an external data file of the input model ('\(clash)')")
+            }
             let afterRead = clock.now
             let before = model.graph.map(GraphCensus.init) ?? GraphCensus()
             // A value-type copy: the passes leave it alone (folded tensors
@@ -88,10 +95,6 @@ struct Fold: ParsableCommand {
             }
             let afterVerify = clock.now
             // The input and its data files must survive whatever -o says.
-            let inputDataFiles = ModelReader.externalDataFiles(of: model, modelPath: input)
-            if let clash = inputDataFiles.first(where: { sameFile($0, output) }) {
-                throw ModelFileError(file: output, "is an external data file of the input model ('\(clash)')")
-            }
             var options = WriteOptions(externalData: externalData)
             options.externalThreshold = 1024
             options.protectedFiles = [input] + inputDataFiles

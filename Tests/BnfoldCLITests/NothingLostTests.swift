@@ -274,6 +274,48 @@ import Glibc
         #expect(r.stderr.contains("is an external data file of the input model"))
     }
 
+    /// A Conv whose BatchNormalization parameters alone live in `bn.data`
+    /// (made with the onnx package: scale, bias, mean, var of 4 channels,
+    /// 64 bytes). The fold removes every tensor in that file, so the folded
+    /// model no longer names it: the guard must list the files of the model
+    /// as read, not as folded (it did not, and `-o bn.data` overwrote it).
+    static let bnExternalOnlyModel = "CAg6sgYKFQoBeAoBdxIBYxoEY29udiIEQ29udgoqCgFjCgFzCgFiCgFtCgF2EgF5GgJibiISQmF0Y2hOb3JtYWxpemF0aW9uEgFnKsADCAQIAwgDCAMQAUIBd0qwA2nwsD6RVVI/DC+pPtvNpr9nxWc/NYvkPsR1Cb8oxBQ/PKm6PomYlj7D1eg8YvULP0GIPL/e0Sa+WNj2vvxNGT+msyI95LyVvicrSL+0roO+yGYFPNMbjb7io6U/WNyAP7CDLcAwy/G/dfcyvlcp2L47xVo+pIlePqyKB0CyVo6/clXBvsW8AkBUjiU/hb4pP+yVA78h9NK/4XsrPsdC3z3fGZ2/8ecuv6OLk70+23G/xEHJvZuMwz3gwhE9VZwBv+D/Fz+EI2Q/O0akPol3Ub+QTTs/YF4Av6wQYT9UMIm/hhpqPx1cpLwB15+/bregvlqaXT1Oq4s+rnB7v2a+jb/jX0w+zvnuvmIocT7fb0I/dwvTvyk/gj47wZw/cFWYvouRT78Nk0A/vsOBPphYZT8dwLC+Oay9v1NN4b2WQ+S+n3tGP7BHRj6rv9C/G/uYvwBAYj8VBS4//eYjv8Z3ibo4IuQ+sdLvPmlRYD8WUoM+XDXCvbyHhL6VIoc//w0QwKn7Db4eKwc91nG2v4xmqj5auia/L8lcPzabAL6gTSs/EQOcP1kPxD5DL2C/MdXBvyo5CAQQAUIBc2oTCghsb2NhdGlvbhIHYm4uZGF0YWoLCgZvZmZzZXQSATBqDAoGbGVuZ3RoEgIxNnABKjoIBBABQgFiahMKCGxvY2F0aW9uEgdibi5kYXRhagwKBm9mZnNldBICMTZqDAoGbGVuZ3RoEgIxNnABKjoIBBABQgFtahMKCGxvY2F0aW9uEgdibi5kYXRhagwKBm9mZnNldBICMzJqDAoGbGVuZ3RoEgIxNnABKjoIBBABQgF2ahMKCGxvY2F0aW9uEgdibi5kYXRhagwKBm9mZnNldBICNDhqDAoGbGVuZ3RoEgIxNnABWhsKAXgSFgoUCAESEAoCCAEKAggDCgIICAoCCAhiGwoBeRIWChQIARIQCgIIAQoCCAQKAggGCgIIBkIECgAQDw=="
+    static let bnExternalOnlyData = "XkM+PxHCQT+WvBI/Y/9BP1UBRL7/JVo/R/gKPe9FYTyy7ja/O2vwPr9VhL+7dyo/LTjhP6J7yz/WFIY/kxeWPw=="
+
+    @Test func outputNamingADataFileTheFoldStopsUsingIsRefused() throws {
+        let scratch = ScratchDirectory()
+        let data = try #require(Data(base64Encoded: Self.bnExternalOnlyData))
+        try #require(Data(base64Encoded: Self.bnExternalOnlyModel)).write(to: URL(fileURLWithPath: scratch.file("a.onnx")))
+        try data.write(to: URL(fileURLWithPath: scratch.file("bn.data")))
+        let r = try runBnfold([scratch.file("a.onnx"), "-o", scratch.file("bn.data"), "--in-place"])
+        #expect(r.status == 2)
+        #expect(r.stderr == "bnfold: error: \(scratch.file("bn.data")): is an external data file of the input model ('\(scratch.path)/bn.data')\n")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("bn.data"))) == data)
+        // The same model folds normally to another name.
+        let ok = try runBnfold([scratch.file("a.onnx"), "-o", scratch.file("b.onnx")])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("bn.data"))) == data)
+    }
+
+    /// `--external-data external -o z.onnx` next to an input whose data file
+    /// is `z.onnx.data`: the output's data goes to a free name.
+    @Test func externalLayoutNeverWritesTheInputsDataFile() throws {
+        let scratch = ScratchDirectory()
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx"), toPath: scratch.file("a.onnx"))
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx.data"),
+                                         toPath: scratch.file("conv2d_bn_external.onnx.data"))
+        let data = try Data(contentsOf: URL(fileURLWithPath: scratch.file("conv2d_bn_external.onnx.data")))
+        let r = try runBnfold([scratch.file("a.onnx"), "-o", scratch.file("conv2d_bn_external.onnx"),
+                               "--external-data", "external", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("conv2d_bn_external.onnx.data"))) == data)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let written = try #require(object["written"] as? [String: Any])
+        #expect(written["external_data_file"] as? String == "conv2d_bn_external.onnx-1.data")
+        let again = try runBnfold([scratch.file("a.onnx"), "-o", scratch.file("check.onnx"), "--passes", "none"])
+        #expect(again.status == 0, "\(again.stderr)")
+    }
+
     /// In place: the model file is the commit point; its data goes to a new
     /// file, so an interruption can never pair the old model with new weights.
     @Test func inPlaceWithExternalDataWritesANewDataFile() throws {
