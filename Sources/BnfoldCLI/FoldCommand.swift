@@ -25,7 +25,9 @@ struct Fold: ParsableCommand {
     @Argument(help: "The model to read (.onnx).")
     var input: String
 
-    @Option(name: [.short, .customLong("output")], help: "Where to write the folded model.")
+    @Option(name: [.short, .customLong("output")], help: ArgumentHelp(
+        "Where to write the folded model: a file, '-' for standard output, or a device or FIFO.",
+        discussion: "A symbolic link has its target replaced; a device, FIFO or '-' receives the bytes as they are written (the report then goes to standard error), and cannot take an external data file."))
     var output: String
 
     @OptionGroup var passOptions: PassOptions
@@ -98,6 +100,8 @@ struct Fold: ParsableCommand {
             var options = WriteOptions(externalData: externalData)
             options.externalThreshold = 1024
             options.protectedFiles = [input] + inputDataFiles
+            var inputInfo = stat()
+            if stat(input, &inputInfo) == 0 { options.newFileMode = UInt32(inputInfo.st_mode) & 0o777 }
             let written = try ModelWriter.write(model, to: output, options: options)
             let end = clock.now
 
@@ -126,10 +130,12 @@ struct Fold: ParsableCommand {
             if let dataFile = written.externalDataFile, dataFile != defaultDataName {
                 report.notes.append("'\(defaultDataName ?? "")' holds the input model's data, so the output's data went to '\(dataFile)'")
             }
-            if json {
-                print(report.json())
+            // With `-o -` the model is standard output, so the report goes to standard error.
+            let reportText = json ? report.json() + "\n" : report.text(remarks: remarks)
+            if output == "-" {
+                FileHandle.standardError.write(Data(reportText.utf8))
             } else {
-                print(report.text(remarks: remarks), terminator: "")
+                print(reportText, terminator: "")
             }
         } catch let error as ModelFileError {
             printError(error.description)

@@ -40,6 +40,10 @@ public struct WriteOptions: Sendable {
     /// writer picks a free name instead (`OUT-1.data`, …), so that writing
     /// can never change the model the data was read from.
     public var protectedFiles: [String] = []
+    /// Permission bits for a new output file (the caller's umask still
+    /// applies), typically the input model's, as `cp` does; an existing
+    /// output keeps its own mode and owner. Nil: 0644.
+    public var newFileMode: UInt32?
 
     public init(externalData: ExternalDataMode = .keep) { self.externalData = externalData }
 }
@@ -67,10 +71,57 @@ public struct WriteSummary: Sendable {
 /// untouched. A model that would exceed the protobuf size limit is written
 /// with external data instead of as a corrupt file.
 public enum ModelWriter {
-    public static func write(_ model: Model, to path: String, options: WriteOptions = WriteOptions()) throws -> WriteSummary {
+    public static func write(_ model: Model, to outputPath: String, options: WriteOptions = WriteOptions()) throws -> WriteSummary {
+        let target = try OutputTarget.resolve(outputPath, displayName: outputPath)
+        switch target {
+        case .stream(let fd, let owned):
+            defer { if owned { close(fd) } }
+            return try writeStream(model, fd: fd, displayName: outputPath == "-" ? "standard output" : outputPath,
+                                   options: options)
+        case .file(let path, let existing):
+            // Writers of one directory take turns (an exclusive flock on the
+            // directory), so that a model and its data file always come from
+            // the same run.
+            let lock = DirectoryLock(parentDirectory(of: path))
+            defer { lock.release() }
+            return try writeFile(model, to: path, displayName: outputPath, existing: existing, options: options)
+        }
+    }
+
+    /// To standard output or a device/FIFO: one stream, so no external data.
+    private static func writeStream(_ model: Model, fd: Int32, displayName: String, options: WriteOptions) throws -> WriteSummary {
+        guard options.externalData != .external else {
+            throw ModelFileError(file: displayName, "cannot be written with external data: a stream or device has no directory for the data file")
+        }
+        let plan = DataPlan(mode: .inline, forceAll: false, fileName: "", threshold: options.externalThreshold,
+                            alignment: options.externalAlignment, modelFile: displayName)
+        let arena = CArena()
+        let tree = try ProtoEncoder(arena: arena, placement: plan.place, checksums: ChecksumSlots()).model(model)
+        let size = onnx__model_proto__get_packed_size(tree)
+        guard size <= options.protobufSizeLimit else {
+            throw ModelFileError(file: displayName, "cannot be written: the model needs \(size) bytes, over protobuf's limit of \(options.protobufSizeLimit), and a stream cannot carry an external data file; write to a regular file")
+        }
+        let sink = FileSink(fd: fd, displayName: displayName)
+        try sink.pack(tree)
+        try sink.finish()
+        withExtendedLifetime(arena) {}
+        return WriteSummary(modelBytes: sink.written, externalDataFile: nil, externalTensors: 0, externalDataBytes: 0,
+                            switchedToExternalData: false)
+    }
+
+    private static func writeFile(_ model: Model, to path: String, displayName: String, existing: stat?,
+                                  options: WriteOptions) throws -> WriteSummary {
         let directory = parentDirectory(of: path)
-        let dataName = availableDataName(options.externalDataFileName ?? baseName(of: path) + ".data",
-                                         directory: parentDirectory(of: path), protected: options.protectedFiles)
+        let defaultDataName = options.externalDataFileName ?? baseName(of: path) + ".data"
+        // Replacing an existing output: its data file (if the new model has
+        // one) gets a name no file has yet, so that the old model never
+        // meets new data — if the run dies between the two renames, the old
+        // model still reads its own data. The old data file is removed after.
+        let replacedDataFiles = existing == nil ? [] : replacedOutputDataFiles(path)
+        let dataName = availableDataName(defaultDataName, directory: directory,
+                                         protected: options.protectedFiles + replacedDataFiles)
+        let mode = existing.map { mode_t($0.st_mode) & 0o7777 } ?? (mode_t(options.newFileMode ?? 0o644) & 0o777 & ~currentUmask())
+        let owner = existing.map { (uid: $0.st_uid, gid: $0.st_gid) }
 
         // Plan: place every tensor, build the message tree, measure it. If it
         // is over the limit, move initializers to external data, then
@@ -96,7 +147,7 @@ public enum ModelWriter {
         }
         guard let (plan, arena, tree, checksums, attempt) = built else {
             throw ModelFileError(
-                file: path,
+                file: displayName,
                 "cannot be written: even with all tensor data external the model needs \(size) bytes, over protobuf's limit of \(options.protobufSizeLimit)")
         }
         let switched = attempt > 0
@@ -108,7 +159,7 @@ public enum ModelWriter {
             let dataPath = directory + "/" + dataName
             // Errors name the data file as the user would: next to the output as given.
             let dataDisplayName = path.lastIndex(of: "/").map { String(path[...$0]) + dataName } ?? dataName
-            let dataTemp = try temps.create(near: dataPath, displayName: dataDisplayName)
+            let dataTemp = try temps.create(near: dataPath, displayName: dataDisplayName, mode: mode, owner: owner)
             let sink = FileSink(fd: dataTemp.fd, displayName: dataDisplayName)
             if !checksums.slots.isEmpty { sink.hasher = SHA1() }
             for entry in plan.entries {
@@ -122,8 +173,8 @@ public enum ModelWriter {
             }
             dataBytes = sink.written
         }
-        let modelTemp = try temps.create(near: path, displayName: path)
-        let sink = FileSink(fd: modelTemp.fd, displayName: path)
+        let modelTemp = try temps.create(near: path, displayName: displayName, mode: mode, owner: owner)
+        let sink = FileSink(fd: modelTemp.fd, displayName: displayName)
         try sink.pack(tree)
         try sink.finish()
         withExtendedLifetime(arena) {}
@@ -131,6 +182,11 @@ public enum ModelWriter {
         pauseBeforeCommitForTests()
         // Data first, then the model that refers to it.
         try temps.commitAll(directory: directory)
+        // The replaced output's own data files, now read by nothing bnfold wrote.
+        let protectedIDs = Set(options.protectedFiles.compactMap(fileIdentity))
+        for old in replacedDataFiles where baseName(of: old) != dataName {
+            if let id = fileIdentity(old), !protectedIDs.contains(id) { unlink(old) }
+        }
         return WriteSummary(modelBytes: sink.written,
                             externalDataFile: plan.entries.isEmpty ? nil : dataName,
                             externalTensors: plan.entries.count,
@@ -154,6 +210,23 @@ public enum ModelWriter {
 }
 
 extension ModelWriter {
+    /// The data files the existing output at `path` refers to that look like
+    /// bnfold's own (`NAME.data`, `NAME-N.data` next to it): these are
+    /// replaced along with the model. A file that does not read as a model
+    /// has none.
+    static func replacedOutputDataFiles(_ path: String) -> [String] {
+        guard let old = try? ModelReader.read(path: path) else { return [] }
+        let stem = baseName(of: path)
+        return ModelReader.externalDataFiles(of: old, modelPath: path).filter { file in
+            guard parentDirectory(of: file) == parentDirectory(of: path) else { return false }
+            let name = baseName(of: file)
+            if name == stem + ".data" { return true }
+            guard name.hasPrefix(stem + "-"), name.hasSuffix(".data") else { return false }
+            let number = name.dropFirst(stem.count + 1).dropLast(5)
+            return !number.isEmpty && number.allSatisfy(\.isNumber)
+        }
+    }
+
     /// `name` unless a file of that name in `directory` is one of the
     /// protected files; then the first free `stem-N.ext`.
     static func availableDataName(_ name: String, directory: String, protected: [String]) -> String {

@@ -19,13 +19,18 @@ final class TemporaryFiles {
     }
     private var files: [File] = []
 
-    func create(near finalPath: String, displayName: String) throws -> File {
+    /// Creates a temporary for `finalPath` with permission bits `mode`
+    /// (given to the file as they are: the caller has applied the umask)
+    /// and, when `owner` is given and the process may, that owner.
+    func create(near finalPath: String, displayName: String, mode: mode_t = 0o644 & ~currentUmask(),
+                owner: (uid: uid_t, gid: gid_t)? = nil) throws -> File {
         let directory = parentDirectory(of: finalPath)
         var info = stat()
         if finalPath.hasSuffix("/") || (stat(finalPath, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR) {
             throw ModelFileError(file: displayName, "cannot write: is a directory")
         }
-        let template = directory + "/." + baseName(of: finalPath) + ".bnfold-tmp.XXXXXX"
+        TemporaryFiles.removeStale(in: directory)
+        let template = directory + "/." + baseName(of: finalPath) + TemporaryFiles.marker + "\(getpid())-XXXXXX"
         var chars = Array(template.utf8CString)
         // Created and registered with the clean-up signals held back, so that
         // an interrupt cannot fall between the two and leave the file behind.
@@ -39,10 +44,36 @@ final class TemporaryFiles {
             throw ModelFileError(file: displayName, "cannot write: \(TemporaryFiles.describeCreateError(error, directory: directory))")
         }
         let path = String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        fchmod(fd, 0o644 & ~currentUmask())
+        if let owner { _ = fchown(fd, owner.uid, owner.gid) }  // as editors do; refused unless root or our own
+        fchmod(fd, mode)
         let file = File(fd: fd, path: path, finalPath: finalPath)
         files.append(file)
         return file
+    }
+
+    /// What every temporary's name carries after `.NAME`, followed by the
+    /// creating process's id: `.out.onnx.bnfold-tmp-1234-a8Xk2q`.
+    static let marker = ".bnfold-tmp-"
+
+    /// Removes temporaries that a process killed without a chance to clean
+    /// up (`kill -9`, a power cut) left in `directory`: names of bnfold's
+    /// pattern whose process no longer exists. Another live run's
+    /// temporaries are left alone (its pid answers `kill(pid, 0)`).
+    static func removeStale(in directory: String) {
+        guard let dir = opendir(directory) else { return }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasPrefix("."), let range = name.range(of: marker, options: .backwards) else { continue }
+            let rest = name[range.upperBound...]
+            guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]), pid > 0,
+                  rest[rest.index(after: dash)...].count == 6 else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                unlink(directory + "/" + name)
+            }
+        }
     }
 
     /// Why a file could not be created in `directory`, as the end of a sentence.
@@ -131,7 +162,7 @@ final class TemporaryFiles {
     deinit { removeAll() }
 }
 
-private func currentUmask() -> mode_t {
+func currentUmask() -> mode_t {
     let mask = umask(0)
     umask(mask)
     return mask
@@ -233,4 +264,26 @@ public enum SignalCleanup {
             }
         }
     }
+}
+
+/// An exclusive `flock` on a directory, held while a writer plans, writes
+/// and renames its files there: two runs writing the same output take turns
+/// instead of interleaving their renames (which paired one run's model with
+/// the other's data). Advisory: it orders bnfold runs, not other programs.
+/// A directory that cannot be opened or locked is written without the lock.
+final class DirectoryLock {
+    private var fd: Int32
+
+    init(_ directory: String) {
+        fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+        }
+    }
+
+    func release() {
+        if fd >= 0 { close(fd); fd = -1 }
+    }
+
+    deinit { release() }
 }
