@@ -117,7 +117,7 @@ import Glibc
     }
 
     static func temporaryFiles(in scratch: ScratchDirectory) -> [String] {
-        scratch.contents().filter { $0.hasPrefix(".") && $0.contains(".bnfold-tmp.") }
+        scratch.contents().filter { $0.hasPrefix(".") && $0.contains(".bnfold-tmp-") }
     }
 
     /// bnfold pauses (test hook) with both temporary files complete, the
