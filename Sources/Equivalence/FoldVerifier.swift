@@ -245,8 +245,14 @@ public enum FoldVerifier {
             let dilations = op.intsAttribute("dilations").map { $0.map(Int.init) } ?? kernel.map { _ in 1 }
             let spatial = zip(kernel, dilations.count == kernel.count ? dilations : kernel.map { _ in 1 })
                 .map { pairSpatialSize(kernel: $0, dilation: $1) }
+            // A dilated kernel that does not fit in Int (dilations = 2⁶²) saturates to Int.max.
+            guard spatial.allSatisfy({ $0 != Int.max }) else {
+                throw EquivalenceError("the dilated kernel (kernel \(kernel), dilations \(dilations)) is too large to check")
+            }
             // Conv W: [C_out, C_in/g, k…]; ConvTranspose W: [C_in, C_out/g, k…].
-            return op.isOp("Conv") ? ([1, dims[1] * group] + spatial, dims[0]) : ([1, dims[0]] + spatial, dims[1] * group)
+            let (perGroup, wide) = dims[1].multipliedReportingOverflow(by: group)
+            guard !wide else { throw EquivalenceError("group \(group) times the weight's \(dims[1]) channels overflows") }
+            return op.isOp("Conv") ? ([1, perGroup] + spatial, dims[0]) : ([1, dims[0]] + spatial, perGroup)
         default:  // Gemm, MatMul: A [M, K] · B [K, N] (B [N, K] with transB)
             guard dims.count == 2 else { throw EquivalenceError("the weight has shape \(weight.dims)") }
             let transB = op.isOp("Gemm") && op.intAttribute("transB") == 1
@@ -263,8 +269,11 @@ public enum FoldVerifier {
     }
 
     /// The spatial size a pair is checked at: the dilated kernel, at least 4.
+    /// `max(4, (kernel − 1)·dilation + 1)`, or `Int.max` when that overflows.
     public static func pairSpatialSize(kernel: Int, dilation: Int) -> Int {
-        max(4, (kernel - 1) * max(1, dilation) + 1)
+        let (span, overflow) = max(0, kernel - 1).multipliedReportingOverflow(by: max(1, dilation))
+        guard !overflow, span < Int.max else { return Int.max }
+        return max(4, span + 1)
     }
 
     /// Runs both models on one seeded random input set (symbolic dimensions 1).

@@ -34,6 +34,10 @@ struct OperatorSchema {
     /// double, bfloat16) when their type is known.
     let floatInputs: [Int]
 
+    /// Operators whose window attributes (strides, pads, dilations,
+    /// kernel_shape, group) are range-checked.
+    static let windowOperators: Set<String> = ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"]
+
     static let known: [String: OperatorSchema] = [
         "Conv": OperatorSchema(
             inputs: 2...3,
@@ -107,6 +111,8 @@ private struct GraphValidator {
             }
             if node.isDefaultDomain, let schema = OperatorSchema.known[node.opType] {
                 try checkSchema(schema, node: i, types: types)
+            } else if node.isDefaultDomain, OperatorSchema.windowOperators.contains(node.opType) {
+                try checkAttributeValues(node: i)
             }
             for output in node.outputs where !output.isEmpty {
                 // ONNX values are single-assignment across scopes: a
@@ -165,11 +171,60 @@ private struct GraphValidator {
                 throw ModelValidationError("\(nodeLabel(index)) has attribute '\(name)' of type \(kindName(actual)), but \(node.opType) needs \(kindName(expected))")
             }
         }
+        try checkAttributeValues(node: index)
         for slot in schema.floatInputs where slot < node.inputs.count && !node.inputs[slot].isEmpty {
             let name = node.inputs[slot]
             if let type = types[name], !type.isFoldableFloat {
                 throw ModelValidationError("\(nodeLabel(index)) input '\(name)' has element type \(type), but \(node.opType) needs float16, float, double or bfloat16")
             }
+        }
+    }
+
+    /// The attribute values the ONNX spec rules out for the window
+    /// operators (Conv, ConvTranspose, pools) and BatchNormalization:
+    /// strides, dilations, kernel_shape and group ≥ 1, pads and
+    /// output_padding ≥ 0, a finite epsilon; for a constant weight W,
+    /// kernel_shape equal to W's spatial dims and (Conv) group dividing
+    /// W's output channels. Sizes that depend on the input are left to the
+    /// runtime: the input size may be symbolic.
+    func checkAttributeValues(node index: Int) throws {
+        let node = graph.nodes[index]
+        func ints(_ name: String) -> [Int64] { node.attribute(name)?.ints ?? [] }
+        func refuse(_ name: String, _ values: [Int64], _ rule: String) throws {
+            throw ModelValidationError("\(nodeLabel(index)) has \(name) \(values): \(rule)")
+        }
+        if OperatorSchema.windowOperators.contains(node.opType) {
+            for name in ["strides", "dilations", "kernel_shape"] where ints(name).contains(where: { $0 < 1 }) {
+                try refuse(name, ints(name), "each must be at least 1")
+            }
+            for name in ["pads", "output_padding"] where ints(name).contains(where: { $0 < 0 }) {
+                try refuse(name, ints(name), "each must be at least 0")
+            }
+            if let group = node.attribute("group")?.i, group < 1 {
+                try refuse("group", [group], "it must be at least 1")
+            }
+            let rank = ints("kernel_shape").count
+            if rank > 0, !ints("pads").isEmpty, ints("pads").count != 2 * rank {
+                try refuse("pads", ints("pads"), "a kernel of \(rank) axes needs \(2 * rank) values")
+            }
+        }
+        if node.opType == "Conv" || node.opType == "ConvTranspose", node.inputs.count > 1,
+           let weight = graph.initializers.first(where: { $0.name == node.inputs[1] }), weight.dims.count >= 3 {
+            let spatial = Array(weight.dims.dropFirst(2))
+            if node.attribute("kernel_shape") != nil, ints("kernel_shape") != spatial {
+                try refuse("kernel_shape", ints("kernel_shape"), "the weight '\(weight.name ?? "")' has spatial dims \(spatial)")
+            }
+            for name in ["strides", "dilations"] where node.attribute(name) != nil && ints(name).count != spatial.count {
+                try refuse(name, ints(name), "the weight '\(weight.name ?? "")' has \(spatial.count) spatial axes")
+            }
+            let group = node.attribute("group")?.i ?? 1
+            let channels = weight.dims[0]
+            if channels % group != 0 {
+                try refuse("group", [group], "it must divide the \(channels) \(node.opType == "Conv" ? "output" : "input") channels of the weight '\(weight.name ?? "")'")
+            }
+        }
+        if node.opType == "BatchNormalization", let epsilon = node.attribute("epsilon")?.f, !epsilon.isFinite {
+            throw ModelValidationError("\(nodeLabel(index)) has epsilon \(epsilon): it must be finite")
         }
     }
 

@@ -38,6 +38,7 @@ func windowGeometry(_ ctx: KernelContext, inputSpatial: [Int], kernel: [Int], ce
     guard dilations.count == rank, dilations.allSatisfy({ $0 >= 1 }) else { throw KernelError("bad dilations \(dilations)") }
     guard pads.count == 2 * rank, pads.allSatisfy({ $0 >= 0 }) else { throw KernelError("bad pads \(pads)") }
     guard kernel.allSatisfy({ $0 >= 1 }) else { throw KernelError("bad kernel shape \(kernel)") }
+    try requireWindowSized(["strides": strides, "dilations": dilations, "pads": pads, "kernel_shape": kernel, "input": inputSpatial])
 
     var output = [Int](repeating: 0, count: rank)
     for i in 0..<rank {
@@ -68,6 +69,16 @@ func windowGeometry(_ ctx: KernelContext, inputSpatial: [Int], kernel: [Int], ce
     }
     return try Geometry3(rank: rank, input: inputSpatial, kernel: kernel, strides: strides, dilations: dilations,
                          pads: pads, output: output)
+}
+
+/// Refuses window values above `maxElements` (2³¹ − 1, the runtime's
+/// tensor size limit). With every term at most 2³¹, the geometry formulas
+/// (`s·(in − 1) + op + (k − 1)·d + 1 − pb − pe`, at most 2·2⁶² + 2³³) stay
+/// inside Int, so they need no overflow checks of their own.
+func requireWindowSized(_ values: [String: [Int]]) throws {
+    for (name, list) in values.sorted(by: { $0.key < $1.key }) where list.contains(where: { $0.magnitude > UInt(maxElements) }) {
+        throw KernelError("\(name) \(list) has a value beyond \(maxElements)")
+    }
 }
 
 /// The last `rank` entries of a Geometry3 array (undoes the front padding).
@@ -113,7 +124,9 @@ let convKernels: [String: Kernel] = [
         guard group >= 1, c % group == 0, w.shape[0] == c else {
             throw KernelError("X has \(c) channels, W has shape \(w.shape), group = \(group)")
         }
-        let m = w.shape[1] * group
+        // group ≤ C unless C = 0, so only an empty input can overflow this.
+        let (m, overflow) = w.shape[1].multipliedReportingOverflow(by: group)
+        guard !overflow else { throw KernelError("W has shape \(w.shape), group = \(group): too many output channels") }
         let kernel = try ctx.ints("kernel_shape") ?? Array(w.shape[2...])
         guard kernel == Array(w.shape[2...]) else { throw KernelError("kernel_shape \(kernel) does not match W \(w.shape)") }
         if let b, b.shape != [m] { throw KernelError("B has shape \(b.shape), expected [\(m)]") }
@@ -271,6 +284,8 @@ func transposeGeometry(_ ctx: KernelContext, inputSpatial: [Int], kernel: [Int])
     guard dilations.count == rank, dilations.allSatisfy({ $0 >= 1 }) else { throw KernelError("bad dilations \(dilations)") }
     guard outputPadding.count == rank, outputPadding.allSatisfy({ $0 >= 0 }) else { throw KernelError("bad output_padding \(outputPadding)") }
     guard pads.count == 2 * rank, pads.allSatisfy({ $0 >= 0 }) else { throw KernelError("bad pads \(pads)") }
+    try requireWindowSized(["strides": strides, "dilations": dilations, "pads": pads, "kernel_shape": kernel,
+                            "output_padding": outputPadding, "output_shape": outputShape ?? [], "input": inputSpatial])
     if let shape = outputShape, shape.count == rank + 2 { outputShape = Array(shape[2...]) }
     if let shape = outputShape, shape.count != rank { throw KernelError("bad output_shape \(shape)") }
     if outputShape == nil, autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER" {

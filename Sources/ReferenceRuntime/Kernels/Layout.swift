@@ -391,7 +391,8 @@ let layoutKernels: [String: Kernel] = [
         var shape = x.shape
         var offsets: [[Int]] = []
         for a in 0..<x.rank {
-            guard abs(begin[a]) <= maxElements, abs(end[a]) <= maxElements else { throw KernelError("pads \(pads) are too large") }
+            // `magnitude`, not `abs`: abs(Int.min) traps (pads = INT64_MIN).
+            guard begin[a].magnitude <= UInt(maxElements), end[a].magnitude <= UInt(maxElements) else { throw KernelError("pads \(pads) are too large") }
             shape[a] = x.shape[a] + begin[a] + end[a]
         }
         _ = try checkedCount(shape.map { max($0, 0) })
