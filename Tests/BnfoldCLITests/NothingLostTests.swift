@@ -241,13 +241,19 @@ import Glibc
 
 /// The input's external data files are never replaced, whatever `-o` says.
 @Suite struct InputDataFileTests {
+    /// conv2d_bn_external.onnx under another name, next to its data file
+    /// (which keeps its name: the model's tensors point at it).
+    static func copyExternalFixture(as name: String, into scratch: ScratchDirectory) throws {
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx"), toPath: scratch.file(name))
+        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx.data"),
+                                         toPath: scratch.file("conv2d_bn_external.onnx.data"))
+    }
+
     /// A model renamed away from its data file's name: `bnfold a.onnx -o
     /// model.onnx` must not write over `model.onnx.data`, which is a.onnx's data.
     @Test func outputDoesNotReplaceTheInputsDataFile() throws {
         let scratch = ScratchDirectory()
-        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx"), toPath: scratch.file("a.onnx"))
-        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx.data"),
-                                         toPath: scratch.file("conv2d_bn_external.onnx.data"))
+        try Self.copyExternalFixture(as: "a.onnx", into: scratch)
         // a.onnx's tensors point at conv2d_bn_external.onnx.data; fold to the
         // name whose default data file that is.
         let data = try Data(contentsOf: URL(fileURLWithPath: scratch.file("conv2d_bn_external.onnx.data")))
@@ -265,9 +271,7 @@ import Glibc
 
     @Test func outputNamingTheInputsDataFileIsRefused() throws {
         let scratch = ScratchDirectory()
-        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx"), toPath: scratch.file("a.onnx"))
-        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx.data"),
-                                         toPath: scratch.file("conv2d_bn_external.onnx.data"))
+        try Self.copyExternalFixture(as: "a.onnx", into: scratch)
         let r = try runBnfold([scratch.file("a.onnx"), "-o", scratch.file("conv2d_bn_external.onnx.data"), "--in-place"])
         #expect(r.status == 2)
         #expect(r.stderrLines.count == 1)
@@ -301,9 +305,7 @@ import Glibc
     /// is `z.onnx.data`: the output's data goes to a free name.
     @Test func externalLayoutNeverWritesTheInputsDataFile() throws {
         let scratch = ScratchDirectory()
-        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx"), toPath: scratch.file("a.onnx"))
-        try FileManager.default.copyItem(atPath: TestPaths.fixture("conv2d_bn_external.onnx.data"),
-                                         toPath: scratch.file("conv2d_bn_external.onnx.data"))
+        try Self.copyExternalFixture(as: "a.onnx", into: scratch)
         let data = try Data(contentsOf: URL(fileURLWithPath: scratch.file("conv2d_bn_external.onnx.data")))
         let r = try runBnfold([scratch.file("a.onnx"), "-o", scratch.file("conv2d_bn_external.onnx"),
                                "--external-data", "external", "--json"])
