@@ -6,11 +6,16 @@ public struct RuntimeError: Error, CustomStringConvertible, Equatable, Sendable 
     public let node: String
     public let opType: String
     public let problem: String
+    /// Set when the run stopped because the memory budget (or the system's
+    /// allocator) refused a tensor: a limit of this run, not a fault of the
+    /// model, so callers skip a check or report a resource error.
+    public let memory: MemoryBudgetExceeded?
 
-    public init(node: String, opType: String, problem: String) {
+    public init(node: String, opType: String, problem: String, memory: MemoryBudgetExceeded? = nil) {
         self.node = node
         self.opType = opType
         self.problem = problem
+        self.memory = memory
     }
 
     public var description: String {
@@ -48,10 +53,16 @@ public struct Interpreter {
         self.opset = opset
         self.computesInFloat64 = false
         var constants: [String: RuntimeTensor] = [:]
+        let ledger = MemoryLedger.current
         for t in graph.initializers {
             guard let name = t.name, !name.isEmpty else { continue }
             do {
-                constants[name] = try RuntimeTensor(t, releasingSource: true)
+                try reserveBytes(count: t.elementCount ?? 0, bytesPerElement: RuntimeTensor.storageKind(of: t.elementType) == .float ? 4 : 8)
+                let loaded = try RuntimeTensor(t, releasingSource: true)
+                try ledger?.settle(holding: loaded.storageBytes)
+                constants[name] = loaded
+            } catch let limit as MemoryBudgetExceeded {
+                throw RuntimeError(node: "", opType: "", problem: "initializer '\(name)': \(limit)", memory: limit)
             } catch {
                 throw RuntimeError(node: "", opType: "", problem: "initializer '\(name)': \(error)")
             }
@@ -119,21 +130,45 @@ public struct Interpreter {
     ///
     /// `observe`, when given, is called after each node with the node's
     /// index and its wall time in seconds (for profiling).
+    ///
+    /// Under a memory budget (``MemoryBudget/measured(_:)``) every tensor
+    /// the run makes is weighed before it is allocated; the returned outputs
+    /// stay counted as held (the caller holds them) and everything else the
+    /// run made is released when it returns. A refusal is a ``RuntimeError``
+    /// with ``RuntimeError/memory`` set.
     public func run(inputs: [String: RuntimeTensor],
                     observe: ((_ nodeIndex: Int, _ seconds: Double) -> Void)? = nil) throws -> [String: RuntimeTensor] {
+        let ledger = MemoryLedger.current
+        var madeHere = 0   // bytes this run settled and has not released
+        defer { ledger?.release(madeHere) }
+        func limited(_ node: String, _ opType: String, _ limit: MemoryBudgetExceeded) -> RuntimeError {
+            RuntimeError(node: node, opType: opType, problem: limit.description, memory: limit)
+        }
+        func widened(_ value: RuntimeTensor) throws -> RuntimeTensor {
+            guard computesInFloat64, case .float = value.storage else { return value }
+            do {
+                try reserveBytes(count: value.count, bytesPerElement: 8)
+                let wide = value.widenedToDouble()
+                try ledger?.settle(holding: wide.storageBytes)
+                madeHere += wide.storageBytes
+                return wide
+            } catch let limit as MemoryBudgetExceeded {
+                throw limited("", "", limit)
+            }
+        }
         var values = constants
         for input in graph.inputs {
             guard let name = input.name, !name.isEmpty else { continue }
-            if var given = inputs[name] {
-                if computesInFloat64 { given = given.widenedToDouble() }
-                try Interpreter.check(given, against: input)
-                values[name] = given
+            if let given = inputs[name] {
+                let value = try widened(given)
+                try Interpreter.check(value, against: input)
+                values[name] = value
             } else if values[name] == nil {
                 throw RuntimeError(node: "", opType: "", problem: "graph input '\(name)' was not given")
             }
         }
         for (name, value) in inputs where values[name] == nil {
-            values[name] = computesInFloat64 ? value.widenedToDouble() : value
+            values[name] = try widened(value)
         }
 
         // Free each intermediate after its last read (graph outputs are kept):
@@ -157,20 +192,32 @@ public struct Interpreter {
             guard node.subgraphs.isEmpty else { throw fail("nodes with subgraphs are not supported") }
             let context = KernelContext(node: node, opset: opset)
             context.inputs.reserveCapacity(node.inputs.count)
+            // Before the kernel: the widened constants it reads (float64
+            // mode) and room for an output as large as its largest input
+            // (what elementwise kernels make without announcing a shape).
+            var announced = 0
             for name in node.inputs {
                 if name.isEmpty { context.inputs.append(nil); continue }
                 guard let v = values[name] else { throw fail("input '\(name)' is not defined") }
-                context.inputs.append(computesInFloat64 && constants[name] != nil ? v.widenedToDouble() : v)
+                let wide = computesInFloat64 && constants[name] != nil
+                if wide, case .float = v.storage { announced += v.count * 8 }
+                context.inputs.append(wide ? v.widenedToDouble() : v)
             }
+            let largestInput = context.inputs.reduce(0) { max($0, $1?.storageBytes ?? 0) }
+            var freed = 0
             for name in node.inputs where !name.isEmpty && lastUse[name] == index && !outputNames.contains(name) && constants[name] == nil {
-                values[name] = nil
+                if let v = values.removeValue(forKey: name), inputs[name] == nil || computesInFloat64 { freed += v.storageBytes }
             }
             var results: [RuntimeTensor]
             do {
+                try ledger?.reserve(announced + largestInput)
                 results = try kernel(context)
             } catch let error as KernelError {
                 throw fail(error.message)
+            } catch let limit as MemoryBudgetExceeded {
+                throw limited(display(), node.opType, limit)
             }
+            var made = 0
             for (slot, name) in node.outputs.enumerated() where !name.isEmpty {
                 guard slot < results.count else {
                     throw fail("output \(slot) ('\(name)') is not supported by this runtime")
@@ -178,7 +225,18 @@ public struct Interpreter {
                 var r = results[slot]
                 results[slot] = RuntimeTensor(shape: [], elementType: .undefined, storage: .int([]))
                 r.roundToElementType()
+                if let replaced = values[name], constants[name] == nil { freed += replaced.storageBytes }
+                made += r.storageBytes
                 values[name] = r
+            }
+            ledger?.release(min(freed, madeHere))
+            madeHere -= min(freed, madeHere)
+            do {
+                try ledger?.settle(holding: made)
+                madeHere += made
+            } catch let limit as MemoryBudgetExceeded {
+                madeHere += made
+                throw limited(display(), node.opType, limit)
             }
             if let started, let observe {
                 let d = clock.now - started
@@ -193,6 +251,10 @@ public struct Interpreter {
             }
             outputs[name] = computesInFloat64 ? v.widenedToDouble() : v
         }
+        // The outputs stay counted: the caller holds them (and releases them
+        // with RuntimeTensor.release when done).
+        let kept = outputs.values.reduce(0) { $0 + $1.storageBytes }
+        madeHere -= min(kept, madeHere)
         return outputs
     }
 }

@@ -239,6 +239,11 @@ extension RuntimeTensor {
     public func tensor(name: String? = nil) throws -> Tensor {
         let dims = shape.map(Int64.init)
         switch storage {
+        case .float(let v) where elementType == .float && UInt32(1).littleEndian == 1:
+            // Float storage is float32 raw data as it is (a little-endian host).
+            var t = Tensor(name: name, elementType: .float, dims: dims)
+            t.rawData = v.withUnsafeBytes { ByteBuffer(Array($0)) }
+            return t
         case .float(let v):
             guard let t = Tensor(name: name, elementType: elementType, dims: dims, values: v.map(Double.init)) else {
                 throw KernelError("cannot encode \(elementType)")

@@ -31,7 +31,7 @@ func windowGeometry(_ ctx: KernelContext, inputSpatial: [Int], kernel: [Int], ce
     guard (1...3).contains(rank) else { throw KernelError("\(rank) spatial axes (1 to 3 are supported)") }
     guard kernel.count == rank else { throw KernelError("kernel has \(kernel.count) axes, input has \(rank) spatial axes") }
     let strides = try ctx.ints("strides") ?? Array(repeating: 1, count: rank)
-    let dilations = try ctx.ints("dilations") ?? Array(repeating: 1, count: rank)
+    let dilations = try ctx.dilations(kernel: kernel)
     var pads = try ctx.ints("pads") ?? Array(repeating: 0, count: 2 * rank)
     let autoPad = try ctx.string("auto_pad", "NOTSET")
     guard strides.count == rank, strides.allSatisfy({ $0 >= 1 }) else { throw KernelError("bad strides \(strides)") }
@@ -100,8 +100,8 @@ let convKernels: [String: Kernel] = [
         let geo = try windowGeometry(ctx, inputSpatial: Array(x.shape[2...]), kernel: kernel)
         let rank = x.rank - 2
         let outShape = [n, m] + spatial(geo.output, rank: rank)
-        _ = try checkedCount(outShape)
-        _ = try checkedCount([c / group * geo.kernelCount, geo.outputCount])
+        _ = try allocationCount(outShape)
+        _ = try allocationCount([c / group * geo.kernelCount, geo.outputCount])
         if x.count == 0 || w.count == 0 {
             // Empty input or no input channels: the output is the bias.
             let bias = b?.doubles() ?? []
@@ -132,8 +132,8 @@ let convKernels: [String: Kernel] = [
         if let b, b.shape != [m] { throw KernelError("B has shape \(b.shape), expected [\(m)]") }
         let geo = try transposeGeometry(ctx, inputSpatial: Array(x.shape[2...]), kernel: kernel)
         let outShape = [n, m] + spatial(geo.output, rank: rank)
-        _ = try checkedCount(outShape)
-        _ = try checkedCount([w.shape[1] * geo.kernelCount, geo.inputCount])
+        _ = try allocationCount(outShape)
+        _ = try allocationCount([w.shape[1] * geo.kernelCount, geo.inputCount])
         if x.count == 0 || w.count == 0 {
             let bias = b?.doubles() ?? []
             let values = (0..<(outShape.reduce(1, *))).map { bias.isEmpty ? 0 : bias[($0 / geo.outputCount) % m] }
@@ -275,7 +275,7 @@ func im2col<T: RuntimeFloat>(_ x: UnsafePointer<T>, channels: Range<Int>, geo: G
 func transposeGeometry(_ ctx: KernelContext, inputSpatial: [Int], kernel: [Int]) throws -> Geometry3 {
     let rank = inputSpatial.count
     let strides = try ctx.ints("strides") ?? Array(repeating: 1, count: rank)
-    let dilations = try ctx.ints("dilations") ?? Array(repeating: 1, count: rank)
+    let dilations = try ctx.dilations(kernel: kernel)
     let outputPadding = try ctx.ints("output_padding") ?? Array(repeating: 0, count: rank)
     var pads = try ctx.ints("pads") ?? Array(repeating: 0, count: 2 * rank)
     var outputShape = try ctx.ints("output_shape")
@@ -387,6 +387,26 @@ extension Geometry3 {
             self.padBegin[shift + i] = pads[i]
             self.padEnd[shift + i] = pads[rank + i]
             self.output[shift + i] = output[i]
+        }
+    }
+}
+
+extension KernelContext {
+    /// `dilations`, default 1. On an axis where the kernel is 1 the
+    /// dilation does not matter — `(k − 1)·d + 1` is 1 whatever d is — so
+    /// any positive value (2⁶² included) is read as 1 there instead of being
+    /// refused as out of range; elsewhere the usual range check applies.
+    func dilations(kernel: [Int]) throws -> [Int] {
+        guard let a = node.attribute("dilations") else { return kernel.map { _ in 1 } }
+        guard let values = node.intsAttribute("dilations"), a.type == .ints || a.type == nil else {
+            throw KernelError("attribute 'dilations' must be INTS")
+        }
+        guard values.count == kernel.count else { throw KernelError("bad dilations \(values)") }
+        return try zip(values, kernel).map { d, k in
+            guard d >= 1 else { throw KernelError("bad dilations \(values)") }
+            if k == 1 { return 1 }
+            guard d <= Int64(Int32.max) else { throw KernelError("attribute 'dilations' has a value out of range") }
+            return Int(d)
         }
     }
 }

@@ -186,7 +186,7 @@ func binary(_ a: consuming RuntimeTensor, _ b: consuming RuntimeTensor, _ name: 
         throw KernelError("\(name) inputs have different element types (\(a.elementType), \(b.elementType))")
     }
     let shape = try broadcastShape(a.shape, b.shape)
-    let count = try checkedCount(shape)
+    let count = try allocationCount(shape)
     let storage: RuntimeTensor.Storage
     let (aShape, bShape, type) = (a.shape, b.shape, a.elementType)
     switch (a.takeStorage(), b.takeStorage()) {

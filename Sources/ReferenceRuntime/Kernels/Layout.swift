@@ -161,6 +161,7 @@ let layoutKernels: [String: Kernel] = [
         guard perm.sorted() == Array(0..<x.rank) else { throw KernelError("perm \(perm) is not a permutation of rank \(x.rank)") }
         let strides = rowMajorStrides(x.shape)
         let outShape = perm.map { x.shape[$0] }
+        _ = try allocationCount(outShape, bytesPerElement: 16)
         let offsets = perm.map { axis in (0..<x.shape[axis]).map { $0 * strides[axis] } }
         return [gatherByAxisOffsets(x, outShape: outShape, offsets: offsets)]
     },
@@ -183,7 +184,7 @@ let layoutKernels: [String: Kernel] = [
         var total = 0
         for p in parts { starts.append(total); total += p.count }
         var indices: [Int] = []
-        indices.reserveCapacity(shape.reduce(1, *))
+        indices.reserveCapacity(try allocationCount(shape, bytesPerElement: 16))
         for o in 0..<outer {
             for (k, block) in blocks.enumerated() {
                 indices.append(contentsOf: (starts[k] + o * block)..<(starts[k] + (o + 1) * block))
@@ -278,6 +279,7 @@ let layoutKernels: [String: Kernel] = [
             first[axis] = b
             step[axis] = s
         }
+        _ = try allocationCount(shape, bytesPerElement: 16)
         let strides = rowMajorStrides(x.shape)
         let offsets = (0..<x.rank).map { a in (0..<shape[a]).map { (first[a] + $0 * step[a]) * strides[a] } }
         return [gatherByAxisOffsets(x, outShape: shape, offsets: offsets)]
@@ -294,10 +296,10 @@ let layoutKernels: [String: Kernel] = [
             return j
         }
         let outer = x.shape[..<axis].reduce(1, *), inner = x.shape[(axis + 1)...].reduce(1, *)
-        var map: [Int] = []
-        map.reserveCapacity(outer * indices.count * inner)
-        for o in 0..<outer { for j in indices { map.append(contentsOf: ((o * dim + j) * inner)..<((o * dim + j + 1) * inner)) } }
         let shape = Array(x.shape[..<axis]) + idx.shape + Array(x.shape[(axis + 1)...])
+        var map: [Int] = []
+        map.reserveCapacity(try allocationCount(shape, bytesPerElement: 16))
+        for o in 0..<outer { for j in indices { map.append(contentsOf: ((o * dim + j) * inner)..<((o * dim + j + 1) * inner)) } }
         return [RuntimeTensor(shape: shape, elementType: x.elementType, storage: x.storage.gathered(map))]
     },
     "Shape": { ctx in
@@ -339,7 +341,7 @@ let layoutKernels: [String: Kernel] = [
         let x = try ctx.input(0)
         let requested = try intValues(ctx.input(1), "shape")
         let shape = try broadcastShape(x.shape, requested)
-        _ = try checkedCount(shape)
+        _ = try allocationCount(shape, bytesPerElement: 16)
         return [broadcast(x, to: shape)]
     },
     "Cast": { ctx in [try cast(ctx.input(0), to: castTarget(try ctx.int("to", 0)))] },
@@ -358,15 +360,19 @@ let layoutKernels: [String: Kernel] = [
     },
     "ConstantOfShape": { ctx in
         let shape = try intValues(ctx.input(0), "shape")
-        let count = try checkedCount(shape)
+        let count = try allocationCount(shape)
         var value = RuntimeTensor(shape: [1], floats: [0])
         if let a = ctx.node.attribute("value") {
             guard case .tensor(let t)? = a.value else { throw KernelError("value must be a TENSOR") }
             value = try RuntimeTensor(t)
             guard value.count == 1 else { throw KernelError("value must hold one element") }
         }
-        return [RuntimeTensor(shape: shape, elementType: value.elementType,
-                              storage: value.storage.gathered([Int](repeating: 0, count: count)))]
+        let storage: RuntimeTensor.Storage = switch value.storage {
+        case .float(let v): .float(Array(repeating: v[0], count: count))
+        case .double(let v): .double(Array(repeating: v[0], count: count))
+        case .int(let v): .int(Array(repeating: v[0], count: count))
+        }
+        return [RuntimeTensor(shape: shape, elementType: value.elementType, storage: storage)]
     },
     "Pad": { ctx in
         let x = try ctx.input(0)
@@ -395,7 +401,7 @@ let layoutKernels: [String: Kernel] = [
             guard begin[a].magnitude <= UInt(maxElements), end[a].magnitude <= UInt(maxElements) else { throw KernelError("pads \(pads) are too large") }
             shape[a] = x.shape[a] + begin[a] + end[a]
         }
-        _ = try checkedCount(shape.map { max($0, 0) })
+        _ = try allocationCount(shape.map { max($0, 0) }, bytesPerElement: 16)
         for a in 0..<x.rank {
             let dim = x.shape[a]
             guard shape[a] >= 0 else { throw KernelError("pads \(pads) remove more than axis \(a) holds") }

@@ -9,7 +9,7 @@ let matmulKernels: [String: Kernel] = [
         let m = transA ? a.shape[1] : a.shape[0], k = transA ? a.shape[0] : a.shape[1]
         let kb = transB ? b.shape[1] : b.shape[0], n = transB ? b.shape[0] : b.shape[1]
         guard k == kb else { throw KernelError("op(A) is \(m)×\(k) but op(B) is \(kb)×\(n)") }
-        _ = try checkedCount([m, n])
+        _ = try allocationCount([m, n])
         try checkBLASSize(a.count, b.count, m * n)
         // Y starts as C broadcast to [M, N] (unidirectional), scaled by beta in gemm.
         var initial: RuntimeTensor? = nil
@@ -62,7 +62,7 @@ func matmul(_ a: RuntimeTensor, _ b: RuntimeTensor) throws -> RuntimeTensor {
     if a.rank != 1 { outShape.append(m) }
     if b.rank != 1 { outShape.append(n) }
     let batchCount = try checkedCount(batch)
-    _ = try checkedCount(batch + [m, n])
+    _ = try allocationCount(batch + [m, n])
     // Which matrix of A and of B each output batch item reads.
     let aIndex = broadcastIndexMap(from: aBatch, to: batch)
     let bIndex = broadcastIndexMap(from: bBatch, to: batch)

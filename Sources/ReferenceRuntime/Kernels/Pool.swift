@@ -18,7 +18,7 @@ private enum PoolReduction {
 private func pool(_ x: RuntimeTensor, geo: Geometry3, rank: Int, _ reduction: PoolReduction) throws -> RuntimeTensor {
     let n = x.shape[0], c = x.shape[1]
     let outShape = [n, c] + spatial(geo.output, rank: rank)
-    _ = try checkedCount(outShape)
+    _ = try allocationCount(outShape)
     func run<T: RuntimeFloat>(_ values: [T]) -> [T] {
         let iCount = geo.inputCount, oCount = geo.outputCount, planes = n * c
         var out = [T](repeating: 0, count: planes * oCount)
