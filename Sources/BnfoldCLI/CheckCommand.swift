@@ -48,7 +48,10 @@ struct Check: ParsableCommand {
     @Flag(help: "Print the report as one JSON object on stdout.")
     var json = false
 
+    @OptionGroup var memory: MemoryOptions
+
     func validate() throws {
+        try memory.validate()
         guard samples >= 1, samples <= 1000 else { throw ValidationError("--samples must be between 1 and 1000") }
         for (flag, value) in [("--rtol", rtol), ("--atol", atol)] {
             if let value, !(value >= 0 && value.isFinite) { throw ValidationError("\(flag) must be a finite number ≥ 0") }
@@ -104,10 +107,16 @@ struct Check: ParsableCommand {
             let report: EquivalenceReport
             let line = ProgressLine.onTerminal()
             defer { line?.finish() }
+            let budget = try memory.budget()
             do {
-                report = try checker.compare(given: given, shapes: parsedShapes(), samples: samples, seed: seed,
-                                             progress: line.map { line in { line.update(Check.status($0)) } })
+                report = try budget.enforce {
+                    try checker.compare(given: given, shapes: parsedShapes(), samples: samples, seed: seed,
+                                        progress: line.map { line in { line.update(Check.status($0)) } })
+                }
                 line?.finish()
+            } catch let error where EquivalenceChecker.memoryLimit(of: error) != nil {
+                let site = (error as? RuntimeError).map { $0.node.isEmpty ? "" : " (at node '\($0.node)', \($0.opType))" } ?? ""
+                throw ModelFileError(file: modelA, "cannot be compared: the reference runtime \(EquivalenceChecker.memoryLimit(of: error)!)\(site)")
             } catch let error as EquivalenceError {
                 throw ModelFileError(file: modelA, error.message)
             } catch let error as RuntimeError {

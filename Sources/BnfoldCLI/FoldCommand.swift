@@ -4,6 +4,7 @@ import Foundation
 import GraphPasses
 import ONNXFile
 import ONNXGraph
+import ReferenceRuntime
 
 extension ExternalDataMode: ExpressibleByArgument {}
 
@@ -49,10 +50,13 @@ struct Fold: ParsableCommand {
     @Flag(name: .customLong("no-verify"), help: "Do not check the folded model against the original before writing it.")
     var noVerify = false
 
+    @OptionGroup var memory: MemoryOptions
+
     func validate() throws {
         // Caught here, before anything is read: an empty path used to run the
         // whole fold and then fail at the final rename.
         guard !output.isEmpty else { throw ValidationError("-o/--output must name a file, not an empty string") }
+        try memory.validate()
     }
 
     func run() throws {
@@ -88,8 +92,11 @@ struct Fold: ParsableCommand {
             if noVerify {
                 verification = Verification(skipped: "--no-verify")
             } else {
-                verification = Verification.run(original: original, folded: model,
-                                                 modified: passReport.remarks.contains { $0.kind == .applied })
+                let budget = try memory.budget()
+                verification = budget.enforce {
+                    Verification.run(original: original, folded: model,
+                                     modified: passReport.remarks.contains { $0.kind == .applied })
+                }
                 if let failure = verification.failure {
                     printError(ModelFileError(file: input, "verification failed: \(failure)").description)
                     throw ExitStatus.verificationFailed
@@ -120,8 +127,8 @@ struct Fold: ParsableCommand {
                                verify: seconds(afterVerify - afterPasses),
                                write: seconds(end - afterVerify), total: seconds(end - start)))
             report.notes += verification.notes
-            if !noVerify, verification.summary.pairsChecked < foldedCount {
-                report.notes.append("\(foldedCount - verification.summary.pairsChecked) folded pair(s) could not be matched in the output and were not checked locally")
+            if !noVerify, verification.summary.pairsChecked + verification.summary.pairsSkipped < foldedCount {
+                report.notes.append("\(foldedCount - verification.summary.pairsChecked - verification.summary.pairsSkipped) folded pair(s) could not be matched in the output and were not checked locally")
             }
             if written.switchedToExternalData {
                 report.notes.append("the model would exceed protobuf's 2 GiB limit, so tensor data was written as external data")
@@ -267,15 +274,21 @@ struct Verification {
         var pairReference = original
         _ = try? PassManager(passes: [FoldConstants()]).run(on: &pairReference)
         let pairs = FoldVerifier.verifyPairs(original: pairReference, folded: folded)
-        v.summary.pairsChecked = pairs.count
-        v.summary.pairsFailed = pairs.filter { !$0.passed }.count
-        var worst = pairs.map(\.ratio).max() ?? 0
+        let skipped = pairs.filter { $0.skipped != nil }
+        v.summary.pairsChecked = pairs.count - skipped.count
+        v.summary.pairsFailed = pairs.filter(\.failed).count
+        v.summary.pairsSkipped = skipped.count
+        if let first = skipped.first {
+            v.notes.append("\(skipped.count) folded pair(s) were not checked (\(first.batchNorm) folded into \(first.producer): \(first.skipped ?? "")"
+                + (skipped.count > 1 ? "; and \(skipped.count - 1) more" : "") + ")")
+        }
+        var worst = pairs.filter { $0.skipped == nil }.map(\.ratio).max() ?? 0
         let sampled = pairs.filter { $0.channelsChecked < $0.channels }
         if !sampled.isEmpty {
             v.notes.append("\(sampled.count) large folded pair(s) were checked on a sample of their output channels ("
                 + sampled.map { "\($0.producer): \($0.channelsChecked) of \($0.channels)" }.joined(separator: ", ") + ")")
         }
-        if let bad = pairs.first(where: { !$0.passed }) {
+        if let bad = pairs.first(where: \.failed) {
             v.failure = "\(bad.failureDescription)\(pairs.count > 1 ? " (\(v.summary.pairsFailed) of \(pairs.count) pairs failed)" : "")"
         }
         if !modified {
@@ -317,5 +330,29 @@ enum TestHook {
         else { return }
         g.initializers[i] = broken
         model.graph = g
+    }
+}
+
+/// `--max-memory`, shared by the commands that run the reference runtime.
+struct MemoryOptions: ParsableArguments {
+    @Option(name: .customLong("max-memory"), help: ArgumentHelp(
+        "Most memory the reference runtime may hold for a check (e.g. 512M, 4G; default: half of the memory this process can get, or \(MemoryBudget.environmentVariable)). A fold skips verification that would need more; check exits 2.",
+        valueName: "size"))
+    var maxMemory: String?
+
+    func validate() throws {
+        if let maxMemory, MemoryBudget(parsing: maxMemory) == nil {
+            throw ValidationError("--max-memory '\(maxMemory)' is not a size (examples: 512M, 4G, 1.5GiB)")
+        }
+    }
+
+    /// The budget: the option, else the environment variable, else the machine's default.
+    func budget() throws -> MemoryBudget {
+        if let maxMemory, let budget = MemoryBudget(parsing: maxMemory) { return budget }
+        do {
+            return try MemoryBudget.processDefault()
+        } catch let error as MemoryBudgetError {
+            throw ModelFileError(file: MemoryBudget.environmentVariable, error.description)
+        }
     }
 }

@@ -34,6 +34,8 @@ struct FoldReport: Encodable {
     struct VerificationSummary: Encodable {
         var pairsChecked: Int
         var pairsFailed: Int
+        /// Pairs not checked: over the memory budget, or too large to build an input for.
+        var pairsSkipped = 0
         /// "passed", "failed", or "skipped: <reason>".
         var wholeModel: String
         /// The largest error/bound over every check (≤ 1 passes; 0 when nothing ran).
@@ -85,7 +87,8 @@ struct FoldReport: Encodable {
         if verification.wholeModel == "skipped: --no-verify" {
             out += "  verified: no (--no-verify)\n"
         } else {
-            out += "  verified: \(verification.pairsChecked) folded pair(s) checked, \(verification.pairsFailed) failed; "
+            out += "  verified: \(verification.pairsChecked) folded pair(s) checked, \(verification.pairsFailed) failed"
+            out += verification.pairsSkipped > 0 ? ", \(verification.pairsSkipped) not checked; " : "; "
             out += "whole model \(verification.wholeModel)"
             out += String(format: " (worst error/bound %.3g)\n", verification.worstRatio)
         }

@@ -106,9 +106,27 @@ public struct EquivalenceChecker {
     ///
     /// `progress`, when given, is called after every node of every run (on
     /// the calling thread) so that a caller can show how far a long check is.
+    ///
+    /// Under a memory budget (``MemoryBudget/enforce(_:)``) the whole
+    /// comparison — both models' weights, the float64 reference, inputs and
+    /// every intermediate — is one account; a refusal is thrown as a
+    /// ``RuntimeError`` whose `memory` is set (``memoryLimit(of:)``).
     public func compare(given: [String: RuntimeTensor] = [:], shapes: [String: [Int]] = [:],
                         samples: Int = 1, seed: UInt64 = 0,
                         progress: ((CheckProgress) -> Void)? = nil) throws -> EquivalenceReport {
+        try MemoryBudget.measured {
+            try compareMeasured(given: given, shapes: shapes, samples: samples, seed: seed, progress: progress)
+        }
+    }
+
+    /// Whether `error` is a comparison stopped by the memory budget or the
+    /// allocator rather than a fault of the models; its reason.
+    public static func memoryLimit(of error: any Error) -> MemoryBudgetExceeded? {
+        (error as? MemoryBudgetExceeded) ?? (error as? RuntimeError)?.memory
+    }
+
+    private func compareMeasured(given: [String: RuntimeTensor], shapes: [String: [Int]], samples: Int, seed: UInt64,
+                                 progress: ((CheckProgress) -> Void)?) throws -> EquivalenceReport {
         let specs = try inputSpecs(shapes: shapes)
         for name in given.keys where !specs.contains(where: { $0.name == name }) {
             throw EquivalenceError("--input names '\(name)', which is not an input of the models (they are: \(specs.map { "'\($0.name)'" }.joined(separator: ", ")))")
@@ -138,6 +156,7 @@ public struct EquivalenceChecker {
         for sample in 0..<sampleCount {
             var feeds: [String: RuntimeTensor] = [:]
             for spec in specs { feeds[spec.name] = try given[spec.name] ?? spec.random(&rng) }
+            try RuntimeTensor.hold(feeds.values)
             func observer(_ run: CheckProgress.Run, _ interpreter: Interpreter) -> ((Int, Double) -> Void)? {
                 guard let progress else { return nil }
                 let nodes = interpreter.graph.nodes.count
@@ -155,6 +174,8 @@ public struct EquivalenceChecker {
                 acc.add(a: va, b: yb[name], reference: y64?[name], proxy32: y32?[name], tolerance: tolerance)
                 accumulators[name] = acc
             }
+            for outputs in [ya, yb, y64 ?? [:], y32 ?? [:]] { RuntimeTensor.release(outputs.values) }
+            RuntimeTensor.release(feeds.values)
         }
         let outputs = outputNames.compactMap { accumulators[$0]?.result(tolerance: tolerance) }
         return EquivalenceReport(outputs: outputs, samples: sampleCount, tolerance: tolerance)
@@ -219,7 +240,13 @@ struct Accumulator {
         guard a.shape == b.shape else { return fail("shape \(a.shape) in the first model, \(b.shape) in the second") }
         if a.elementType != b.elementType { fail("element type \(a.elementType) in the first model, \(b.elementType) in the second") }
         let va = a.doubles(), vb = b.doubles()
-        for i in va.indices {
+        // Where both models give the same non-finite value (the same
+        // infinity, or NaN in both), they agree: the element is left out of
+        // every statistic. The float64 reference may well be finite there
+        // (an int64 max cast to float16 is +inf in both models and 9.2e18 in
+        // float64), and counting it made an unrelated output's ratio NaN.
+        let agreed = va.indices.map { i in !va[i].isFinite && difference(va[i], vb[i]) == 0 }
+        for i in va.indices where !agreed[i] {
             let x = va[i], y = vb[i]
             let d = difference(x, y)
             out.maxAbsDiff = maxNaN(out.maxAbsDiff, d)
@@ -234,16 +261,16 @@ struct Accumulator {
         guard case .derived = tolerance, let reference else { return }
         let vr = reference.doubles()
         guard vr.count == va.count else { return fail("the float64 evaluation gave shape \(reference.shape)") }
-        for i in vr.indices {
+        for i in vr.indices where !agreed[i] {
             scale = maxNaN(scale, abs(vr[i]))
             error = maxNaN(error, difference(vb[i], vr[i]))
         }
         if let proxy32, a.elementType == .double, proxy32.count == vr.count {
             let vp = proxy32.doubles()
-            for i in vr.indices { noise = maxNaN(noise, difference(vp[i], vr[i])) }
+            for i in vr.indices where !agreed[i] { noise = maxNaN(noise, difference(vp[i], vr[i])) }
             noiseFactor = 0x1p-29
         } else {
-            for i in vr.indices { noise = maxNaN(noise, difference(va[i], vr[i])) }
+            for i in vr.indices where !agreed[i] { noise = maxNaN(noise, difference(va[i], vr[i])) }
         }
     }
 

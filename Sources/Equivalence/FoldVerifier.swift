@@ -59,7 +59,13 @@ public enum FoldVerifier {
         public var comparison: OutputComparison?
         /// Why the pair could not be cut out or run (counts as a failure).
         public var problem: String?
-        public var passed: Bool { problem == nil && (comparison?.equivalent ?? false) }
+        /// Why the pair was not checked although it could have been: running
+        /// it would exceed the memory budget, or its dilated kernel is too
+        /// large to build an input for. Neither a pass nor a failure; the
+        /// report says so.
+        public var skipped: String?
+        public var passed: Bool { skipped == nil && problem == nil && (comparison?.equivalent ?? false) }
+        public var failed: Bool { skipped == nil && !passed }
         public var ratio: Double { comparison?.ratio ?? .infinity }
 
         /// One phrase for an error line: what failed and by how much.
@@ -222,8 +228,14 @@ public enum FoldVerifier {
             let report = try EquivalenceChecker(a: a, b: b).compare(samples: 1, seed: seed)
             result.comparison = report.outputs.first
             if report.outputs.isEmpty { result.problem = "the pair produced no output" }
+        } catch let tooLarge as PairTooLarge {
+            result.skipped = tooLarge.description
         } catch {
-            result.problem = "could not be checked: \(error)"
+            if let limit = EquivalenceChecker.memoryLimit(of: error) {
+                result.skipped = "running it \(limit)"
+            } else {
+                result.problem = "could not be checked: \(error)"
+            }
         }
         return result
     }
@@ -247,7 +259,7 @@ public enum FoldVerifier {
                 .map { pairSpatialSize(kernel: $0, dilation: $1) }
             // A dilated kernel that does not fit in Int (dilations = 2⁶²) saturates to Int.max.
             guard spatial.allSatisfy({ $0 != Int.max }) else {
-                throw EquivalenceError("the dilated kernel (kernel \(kernel), dilations \(dilations)) is too large to check")
+                throw PairTooLarge(description: "the dilated kernel (kernel \(kernel), dilations \(dilations)) is too large to check")
             }
             // Conv W: [C_out, C_in/g, k…]; ConvTranspose W: [C_in, C_out/g, k…].
             let (perGroup, wide) = dims[1].multipliedReportingOverflow(by: group)
@@ -275,6 +287,9 @@ public enum FoldVerifier {
         guard !overflow, span < Int.max else { return Int.max }
         return max(4, span + 1)
     }
+
+    /// A pair no input can be built for (its extent does not fit in Int).
+    struct PairTooLarge: Error, CustomStringConvertible { let description: String }
 
     /// Runs both models on one seeded random input set (symbolic dimensions 1).
     public static func verifyWholeModel(original: Model, folded: Model, seed: UInt64 = 0) -> WholeModel {

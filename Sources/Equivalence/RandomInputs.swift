@@ -89,6 +89,8 @@ public struct InputSpec: Equatable, Sendable {
             throw EquivalenceError("graph input '\(name)' is \(elementType); random inputs are floating-point only, give it with --input")
         }
         let count = try elementCount()
+        // The Double draws and the tensor made from them.
+        try RuntimeTensor.reserve(count: count, bytesPerElement: 16)
         let values = (0..<count).map { _ in rng.normal() }
         return try RuntimeTensor(shape: shape, values: values, elementType: elementType)
     }
