@@ -113,6 +113,26 @@ struct FoldConstantsTests {
         #expect(unchanged)
     }
 
+    @Test("The total cap: ConstantOfShape nodes of 2 elements each under a total of 7 fold three, the rest are missed")
+    func totalCap() throws {
+        var nodes: [Node] = [], outputs: [String] = []
+        for i in 0..<5 {
+            nodes.append(Node(opType: "ConstantOfShape", inputs: ["shape"], outputs: ["k\(i)"], name: "fill\(i)"))
+            nodes.append(Node(opType: "Add", inputs: ["x", "k\(i)"], outputs: ["y\(i)"], name: "use\(i)"))
+            outputs.append("y\(i)")
+        }
+        var model = model(nodes, initializers: [makeTensor("shape", .int64, dims: [1], values: [2])], outputs: outputs)
+        #expect(FoldConstants.defaultTotalElementLimit == 1 << 26)
+        let report = try run(&model, FoldConstants(totalElementLimit: 7))
+        expectRemarks(report, [("fold-constants", .applied, "ConstantFolded", "fill0"),
+                               ("fold-constants", .applied, "ConstantFolded", "fill1"),
+                               ("fold-constants", .applied, "ConstantFolded", "fill2"),
+                               ("fold-constants", .missed, "ExceedsSizeLimit", "fill3"),
+                               ("fold-constants", .missed, "ExceedsSizeLimit", "fill4")])
+        #expect(report.remarks.last?.message == "its output's 2 elements would take the pass past the 7 elements it materialises in all")
+        #expect(model.graph?.nodes.filter { $0.isOp("ConstantOfShape") }.map(\.name) == ["fill3", "fill4"])
+    }
+
     @Test("An input above the cap is not read")
     func inputCap() throws {
         let nodes = [Node(opType: "Sin", inputs: ["w"], outputs: ["n"], name: "sin"),

@@ -1,3 +1,4 @@
+import Synchronization
 import ONNXGraph
 import ReferenceRuntime
 
@@ -44,7 +45,8 @@ import ReferenceRuntime
 /// - `UnsupportedOperator`: a default-domain operator the reference runtime
 ///   does not implement.
 /// - `ExceedsSizeLimit`: an input read or an output (predicted before running,
-///   or computed) has more than ``elementLimit`` elements.
+///   or computed) has more than ``elementLimit`` elements, or would take the
+///   pass's running total past ``totalElementLimit``.
 /// - `EvaluationFailed`: the runtime rejected the node (bad shapes, a type it
 ///   does not support, …); the message carries its error.
 public struct FoldConstants: GraphPass {
@@ -58,12 +60,28 @@ public struct FoldConstants: GraphPass {
     /// make the pass allocate gigabytes.
     public static let defaultElementLimit = 1 << 22
 
+    /// Default ``totalElementLimit``: 2²⁶ elements (256 MiB of float32,
+    /// 512 MiB of int64), sixteen times the per-tensor limit. A per-tensor
+    /// cap alone let 200 `ConstantOfShape` nodes of 2²² elements each make
+    /// 3.4 GB; real exports compute a few shapes and biases, far below this.
+    public static let defaultTotalElementLimit = 1 << 26
+
     /// Largest tensor, in elements, the pass reads as an input or
     /// materialises as an output.
     public var elementLimit: Int
 
-    public init(elementLimit: Int = FoldConstants.defaultElementLimit) {
+    /// Most elements this pass value materialises over its life — every
+    /// graph and subgraph of a pipeline run, every iteration (copies of the
+    /// value share the count). Nodes past it are missed with
+    /// `ExceedsSizeLimit`.
+    public var totalElementLimit: Int
+
+    private let materialised = ElementTally()
+
+    public init(elementLimit: Int = FoldConstants.defaultElementLimit,
+                totalElementLimit: Int = FoldConstants.defaultTotalElementLimit) {
         self.elementLimit = elementLimit
+        self.totalElementLimit = totalElementLimit
     }
 
     /// Stable reason ids of this pass's remarks.
@@ -214,6 +232,9 @@ public struct FoldConstants: GraphPass {
         guard predicted <= elementLimit else {
             return .missed(Miss(.exceedsSizeLimit, "its output would have \(predicted) elements, more than the \(elementLimit) this pass materialises"))
         }
+        guard materialised.add(predicted, limit: totalElementLimit) else {
+            return .missed(Miss(.exceedsSizeLimit, "its output's \(predicted) elements would take the pass past the \(totalElementLimit) elements it materialises in all"))
+        }
         // A one-node graph whose initializers are the node's inputs.
         var initializers: [Tensor] = []
         var seen: Set<String> = []
@@ -343,5 +364,22 @@ public struct FoldConstants: GraphPass {
             result = p
         }
         return result
+    }
+}
+
+/// A running count shared by copies of a pass value (the pass is a value
+/// type; its budget must not reset when the manager copies it).
+final class ElementTally: Sendable {
+    private let total = Mutex(0)
+
+    /// Adds `count` when the total stays within `limit`; false (and nothing
+    /// added) otherwise.
+    func add(_ count: Int, limit: Int) -> Bool {
+        total.withLock { t in
+            let (sum, overflow) = t.addingReportingOverflow(count)
+            guard !overflow, sum <= limit else { return false }
+            t = sum
+            return true
+        }
     }
 }
