@@ -223,8 +223,45 @@ private struct GraphValidator {
                 try refuse("group", [group], "it must divide the \(channels) \(node.opType == "Conv" ? "output" : "input") channels of the weight '\(weight.name ?? "")'")
             }
         }
+        try checkWindowFits(node: index)
         if node.opType == "BatchNormalization", let epsilon = node.attribute("epsilon")?.f, !epsilon.isFinite {
             throw ModelValidationError("\(nodeLabel(index)) has epsilon \(epsilon): it must be finite")
+        }
+    }
+
+    /// A Conv or pool with explicit padding whose dilated kernel,
+    /// `(k − 1)·d + 1`, is larger than its padded input on an axis the model
+    /// fixes (a declared input or value_info shape) has no output: the ONNX
+    /// shape rule gives a negative size. Found here, before any pass, so it
+    /// is an input error (and a dilation of 2⁶² never reaches the runtime's
+    /// arithmetic). Axes with a symbolic size are left to run time.
+    func checkWindowFits(node index: Int) throws {
+        let node = graph.nodes[index]
+        guard node.opType != "ConvTranspose", node.inputs.first.map({ !$0.isEmpty }) == true else { return }
+        let autoPad = node.attribute("auto_pad")?.s.map { String(decoding: $0, as: UTF8.self) } ?? "NOTSET"
+        guard autoPad == "NOTSET" || autoPad == "VALID" else { return }
+        var kernel = node.attribute("kernel_shape")?.ints ?? []
+        if kernel.isEmpty, node.inputs.count > 1,
+           let weight = graph.initializers.first(where: { $0.name == node.inputs[1] }), weight.dims.count >= 3 {
+            kernel = Array(weight.dims.dropFirst(2))
+        }
+        let name = node.inputs[0]
+        guard !kernel.isEmpty,
+              let info = (graph.inputs + graph.valueInfo).first(where: { $0.name == name }),
+              let dims = info.type?.tensorType?.shape?.dims, dims.count == kernel.count + 2 else { return }
+        let dilations = node.attribute("dilations")?.ints ?? []
+        let pads = autoPad == "VALID" ? [] : (node.attribute("pads")?.ints ?? [])
+        for axis in kernel.indices {
+            guard case .value(let size)? = dims[axis + 2].value, size >= 0 else { continue }
+            let d = axis < dilations.count ? dilations[axis] : 1
+            let padded = size.addingReportingOverflow(pads.count == 2 * kernel.count ? pads[axis] &+ pads[axis + kernel.count] : 0)
+            let span = (kernel[axis] - 1).multipliedReportingOverflow(by: d)
+            let fits = !span.overflow && !padded.overflow && span.partialValue < padded.partialValue
+            if !fits {
+                let what = span.overflow ? "more than Int64 can hold" : "\(span.partialValue + 1)"
+                throw ModelValidationError("\(nodeLabel(index)) has kernel \(kernel) with dilations \(dilations.isEmpty ? kernel.map { _ in 1 } : dilations): "
+                    + "its extent on spatial axis \(axis) is \(what), larger than the input '\(name)' of size \(size) padded to \(padded.overflow ? "more than Int64 can hold" : "\(padded.partialValue)")")
+            }
         }
     }
 
