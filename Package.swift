@@ -53,7 +53,7 @@ let package = Package(
         // `make fuzz` builds this with -sanitize=fuzzer; otherwise it replays inputs.
         .executableTarget(
             name: "FuzzReader",
-            dependencies: ["ONNXFile", "ONNXGraph", "GraphPasses"],
+            dependencies: ["ONNXFile", "ONNXGraph", "GraphPasses", "Equivalence", "ReferenceRuntime"],
             path: "Fuzz/FuzzReader"
         ),
 
@@ -80,7 +80,7 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "ONNXGraphTests", dependencies: ["ONNXGraph", "TestSupport"]),
-        .testTarget(name: "ONNXFileTests", dependencies: ["ONNXFile", "ONNXGraph", "GraphPasses", "Equivalence", "TestSupport"]),
+        .testTarget(name: "ONNXFileTests", dependencies: ["ONNXFile", "ONNXGraph", "GraphPasses", "Equivalence", "ReferenceRuntime", "TestSupport"]),
         .testTarget(
             name: "GraphPassesTests",
             dependencies: ["GraphPasses", "ONNXGraph", "ONNXFile", "TestSupport"]

@@ -1,16 +1,20 @@
 // Fuzz target for everything a model file reaches: the reader (wire-format
 // scan, compaction, protobuf-c unpack, decoding, tensor validation), model
-// validation, the fold pass, and the writer's encoder.
+// validation, the fold passes, the fold's verification (pair and whole-model
+// checks: the reference runtime and the comparison) under a memory budget,
+// and the writer's encoder.
 //
 // `make fuzz` builds this with `-sanitize=fuzzer,address` (libFuzzer provides
 // main) and runs it on a corpus seeded with Fixtures/. Built normally, the
 // same file has a main that replays inputs given as arguments, which is how
 // a crash is reproduced: `.build/debug/FuzzReader crash-…`.
 
+import Equivalence
 import Foundation
 import GraphPasses
 import ONNXFile
 import ONNXGraph
+import ReferenceRuntime
 
 /// One input: any outcome but a crash, a hang or a sanitizer report is fine.
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -21,10 +25,19 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     // location in the input can only ever name a missing file.
     guard var model = try? ModelReader.read(bytes: bytes, name: "/nonexistent-bnfold-fuzz/input.onnx") else { return 0 }
     guard (try? model.validate()) != nil else { return 0 }
+    let original = model
     _ = try? PassManager(passes: BuiltinPasses.all).run(on: &model)
+    // Under 256 MiB (libFuzzer's RSS limit is 2 GiB): a tiny file that asks
+    // for more must be refused by the budget, not take the memory.
+    fuzzBudget.enforce {
+        _ = FoldVerifier.verifyPairs(original: original, folded: model)
+        _ = FoldVerifier.verifyWholeModel(original: original, folded: model)
+    }
     _ = try? ModelWriter.packedSize(model)
     return 0
 }
+
+let fuzzBudget = MemoryBudget(bytes: 256 << 20)
 
 #if FUZZING
 /// libFuzzer's driver, used instead of its own `main` so that this target

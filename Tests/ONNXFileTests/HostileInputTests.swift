@@ -1,9 +1,11 @@
+import Equivalence
 import Foundation
 import Testing
 import TestSupport
 @testable import ONNXFile
 import GraphPasses
 import ONNXGraph
+import ReferenceRuntime
 
 /// Files built to hurt: each is a clean `ModelFileError`, never a crash or a
 /// big allocation.
@@ -160,7 +162,12 @@ import ONNXGraph
             data.withUnsafeBytes { raw in
                 guard var model = try? ModelReader.read(bytes: raw, name: "/nonexistent/\(file)"),
                       (try? model.validate()) != nil else { return }
+                let original = model
                 _ = try? PassManager(passes: BuiltinPasses.all).run(on: &model)
+                MemoryBudget(bytes: 256 << 20).enforce {
+                    _ = FoldVerifier.verifyPairs(original: original, folded: model)
+                    _ = FoldVerifier.verifyWholeModel(original: original, folded: model)
+                }
                 _ = try? ModelWriter.packedSize(model)
             }
         }

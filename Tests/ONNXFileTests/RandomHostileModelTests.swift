@@ -3,6 +3,7 @@ import GraphPasses
 @testable import ONNXFile
 import Equivalence
 import ONNXGraph
+import ReferenceRuntime
 import Testing
 import TestSupport
 
@@ -10,7 +11,11 @@ import TestSupport
 /// the fixtures by random mutations (negative or enormous dimensions, data
 /// shorter than the shape, nonsense element types, attributes of the wrong
 /// type, cycles, duplicate and undefined names, unknown opsets, strange
-/// external locations). Every outcome must be a clean answer: the model is
+/// external locations; and the classes of issue 9: window attributes at
+/// the ends of Int64, enormous declared inputs, ConstantOfShape/Expand to
+/// huge shapes, names with terminal escapes or a NUL, segments, many
+/// tensors on one external region). Accepted models are also verified
+/// under a 256 MiB memory budget. Every outcome must be a clean answer: the model is
 /// accepted, or rejected with an error bnfold reports as one line — never a
 /// crash, a trap or a hang. Seeded, so a failure names a reproducible case.
 @Suite struct RandomHostileModelTests {
@@ -29,7 +34,7 @@ import TestSupport
 
     static func mutate(_ graph: inout Graph, model: inout Model, _ r: inout Random) {
         let names = Array(graph.allNames) + ["", "nowhere", "../x", "/etc/passwd"]
-        switch r.below(12) {
+        switch r.below(18) {
         case 0 where !graph.initializers.isEmpty:
             let i = r.below(graph.initializers.count)
             if !graph.initializers[i].dims.isEmpty {
@@ -79,6 +84,46 @@ import TestSupport
         case 11 where !graph.nodes.isEmpty:
             let n = r.below(graph.nodes.count)
             graph.nodes[n].attributes.append(.float(r.pick(["epsilon", "group", "strides", "training_mode"]), 0.5))
+        case 12 where !graph.nodes.isEmpty:
+            // Window attributes at the ends of Int64 (dilation 2⁶², pads INT64_MIN, stride 0, …).
+            let n = r.below(graph.nodes.count)
+            let name = r.pick(["dilations", "pads", "strides", "kernel_shape", "group", "output_padding"])
+            graph.nodes[n].attributes.removeAll { $0.name == name }
+            let count = name == "pads" ? 4 : 2
+            graph.nodes[n].attributes.append(name == "group" ? .int(name, r.pick(strangeInts))
+                                             : .ints(name, (0..<count).map { _ in r.pick(strangeInts + [8000, 23000]) }))
+        case 13 where !graph.inputs.isEmpty:
+            // A declared input of enormous (or negative) size.
+            let i = r.below(graph.inputs.count)
+            if var type = graph.inputs[i].type?.tensorType, var shape = type.shape, !shape.dims.isEmpty {
+                shape.dims[r.below(shape.dims.count)] = TensorShape.Dimension(value: .value(r.pick(strangeInts + [46000])))
+                type.shape = shape
+                graph.inputs[i].type = TypeProto(value: .tensor(type))
+            }
+        case 14:
+            // ConstantOfShape / Expand to a huge shape, read by a new output.
+            let k = "hostile_k\(graph.nodes.count)"
+            let dims = (0..<(1 + r.below(3))).map { _ in r.pick([1024, 1_048_576, 46000, 2_147_483_648, -1] as [Double]) }
+            graph.initializers.append(makeTensor(k + "_shape", .int64, dims: [dims.count], values: dims))
+            let op = r.pick(["ConstantOfShape", "Expand"])
+            let inputs = op == "Expand" ? [graph.inputs.first?.name ?? k, k + "_shape"] : [k + "_shape"]
+            graph.nodes.append(Node(opType: op, inputs: inputs, outputs: [k], name: k))
+            graph.outputs.append(ValueInfo(name: k))
+        case 15 where !graph.nodes.isEmpty:
+            // Names with terminal escapes, newlines and a NUL: printed escaped, kept as they are.
+            graph.nodes[r.below(graph.nodes.count)].name = r.pick(["a\n/x: forged\u{1b}]0;t\u{07}", "\u{1b}[2J", "nul\u{0}cut", "\u{202e}rtl"])
+        case 16 where !graph.initializers.isEmpty:
+            // A segment: refused on read.
+            graph.initializers[r.below(graph.initializers.count)].segment = Tensor.Segment(begin: 0, end: Int64(r.below(4)))
+        case 17 where graph.initializers.count > 1:
+            // Many tensors naming one external region.
+            for i in graph.initializers.indices {
+                graph.initializers[i].dataLocation = 1
+                graph.initializers[i].rawData = nil
+                graph.initializers[i].externalData = [StringPair(key: "location", value: "shared.bin"),
+                                                      StringPair(key: "offset", value: "0"),
+                                                      StringPair(key: "length", value: "64")]
+            }
         default:
             graph.outputs.append(ValueInfo(name: r.pick(names)))
         }
@@ -103,7 +148,14 @@ import TestSupport
             do {
                 var back = try ModelReader.read(path: path)
                 try back.validate()
+                let original = back
                 _ = try PassManager(passes: BuiltinPasses.all).run(on: &back)
+                // The fold's verification under a budget: whatever the
+                // model asks for, an answer (pass, fail, skip), no abort.
+                MemoryBudget(bytes: 256 << 20).enforce {
+                    _ = FoldVerifier.verifyPairs(original: original, folded: back)
+                    _ = FoldVerifier.verifyWholeModel(original: original, folded: back)
+                }
                 _ = try ModelWriter.packedSize(back)
                 accepted += 1
             } catch is ModelFileError {
