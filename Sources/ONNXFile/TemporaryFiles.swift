@@ -7,15 +7,24 @@ import Darwin
 /// Temporary files that become the output only when everything is written.
 ///
 /// Each file is created next to its final path (same directory, so the
-/// final rename is atomic and never crosses file systems). Files not
-/// committed are removed when the set goes away, on error, and — through
-/// ``SignalCleanup`` — when the process is interrupted.
+/// final rename is atomic and never crosses file systems). On Linux it is
+/// created *without a name* (`O_TMPFILE`): until the commit links it into
+/// the directory (`linkat` through `/proc/self/fd`) and renames it over the
+/// target, nothing can see it and nothing can outlive the process — a
+/// `kill -9` mid-write leaves no file at all. Where the file system or the
+/// kernel does not offer that (or `/proc` is not mounted), a named
+/// `mkstemp` file is used, as it is between the link and the rename; files
+/// not committed are removed when the set goes away, on error, and —
+/// through ``SignalCleanup`` — when the process is interrupted, and a later
+/// run removes what a killed one left (``removeStale(in:)``).
 final class TemporaryFiles {
     struct File {
         /// -1 once closed.
         fileprivate(set) var fd: Int32
-        let path: String
+        /// Empty while the file is anonymous (O_TMPFILE, not yet linked).
+        fileprivate(set) var path: String
         let finalPath: String
+        var isAnonymous: Bool { path.isEmpty }
     }
     private var files: [File] = []
 
@@ -30,7 +39,14 @@ final class TemporaryFiles {
             throw ModelFileError(file: displayName, "cannot write: is a directory")
         }
         TemporaryFiles.removeStale(in: directory)
-        let template = directory + "/." + baseName(of: finalPath) + TemporaryFiles.marker + "\(getpid())-XXXXXX"
+        if let fd = TemporaryFiles.anonymousFile(in: directory) {
+            if let owner { _ = fchown(fd, owner.uid, owner.gid) }
+            fchmod(fd, mode)
+            let file = File(fd: fd, path: "", finalPath: finalPath)
+            files.append(file)
+            return file
+        }
+        let template = TemporaryFiles.template(for: finalPath)
         var chars = Array(template.utf8CString)
         // Created and registered with the clean-up signals held back, so that
         // an interrupt cannot fall between the two and leave the file behind.
@@ -54,6 +70,44 @@ final class TemporaryFiles {
     /// What every temporary's name carries after `.NAME`, followed by the
     /// creating process's id: `.out.onnx.bnfold-tmp-1234-a8Xk2q`.
     static let marker = ".bnfold-tmp-"
+
+    /// `DIR/.NAME.bnfold-tmp-PID-XXXXXX`, for mkstemp.
+    static func template(for finalPath: String) -> String {
+        parentDirectory(of: finalPath) + "/." + baseName(of: finalPath) + marker + "\(getpid())-XXXXXX"
+    }
+
+    /// An unnamed file in `directory` (O_TMPFILE), or nil where that is not
+    /// available — or where it could not be named later (no /proc).
+    static func anonymousFile(in directory: String) -> Int32? {
+        #if os(Linux)
+        // O_TMPFILE is __O_TMPFILE | O_DIRECTORY; the C macro does not import.
+        let flags = Int32(0o20000000) | O_DIRECTORY | O_WRONLY | O_CLOEXEC
+        let fd = open(directory, flags, mode_t(0o600))
+        guard fd >= 0 else { return nil }
+        guard access("/proc/self/fd/\(fd)", F_OK) == 0 else { close(fd); return nil }
+        return fd
+        #else
+        return nil
+        #endif
+    }
+
+    /// Gives an anonymous file a temporary name of bnfold's pattern next to
+    /// its target (a fresh one: the six characters are random), registered
+    /// for clean-up. Called with the clean-up signals held back.
+    private static func link(_ fd: Int32, for finalPath: String) -> (path: String?, error: Int32) {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".utf8)
+        let base = String(template(for: finalPath).dropLast(6))
+        for _ in 0..<100 {
+            let suffix = String(decoding: (0..<6).map { _ in alphabet.randomElement()! }, as: UTF8.self)
+            let path = base + suffix
+            if linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 {
+                path.utf8CString.withUnsafeBufferPointer { SignalCleanup.register($0.baseAddress!) }
+                return (path, 0)
+            }
+            if errno != EEXIST { return (nil, errno) }
+        }
+        return (nil, EEXIST)
+    }
 
     /// Removes temporaries that a process killed without a chance to clean
     /// up (`kill -9`, a power cut) left in `directory`: names of bnfold's
@@ -121,8 +175,21 @@ final class TemporaryFiles {
     /// interrupt cannot leave the data file renamed but not the model that
     /// refers to it; a signal that arrives meanwhile takes effect after.
     func commitAll(directory: String) throws {
-        closeAll()
         var failure: (path: String, error: Int32)?
+        SignalCleanup.deferringSignals {
+            for i in files.indices where files[i].isAnonymous {
+                let (path, error) = TemporaryFiles.link(files[i].fd, for: files[i].finalPath)
+                guard let path else {
+                    failure = (files[i].finalPath, error)
+                    return
+                }
+                files[i].path = path
+            }
+        }
+        closeAll()
+        if let failure {
+            throw ModelFileError(file: failure.path, "cannot write: \(TemporaryFiles.describeCreateError(failure.error, directory: directory))")
+        }
         SignalCleanup.deferringSignals {
             while let file = files.first {
                 guard rename(file.path, file.finalPath) == 0 else {
@@ -145,7 +212,7 @@ final class TemporaryFiles {
     /// Removes every file not committed.
     func removeAll() {
         closeAll()
-        for file in files {
+        for file in files where !file.isAnonymous {
             unlink(file.path)
             SignalCleanup.unregister(file.path)
         }

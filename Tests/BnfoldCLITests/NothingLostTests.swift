@@ -116,11 +116,9 @@ import Glibc
         }
     }
 
-    static func temporaryFiles(in scratch: ScratchDirectory) -> [String] {
-        scratch.contents().filter { $0.hasPrefix(".") && $0.contains(".bnfold-tmp-") }
-    }
 
-    /// bnfold pauses (test hook) with both temporary files complete, the
+    /// bnfold pauses (test hook) with both temporary files complete — unnamed
+    /// (O_TMPFILE) where the file system offers it, named otherwise — the
     /// signal arrives, and the directory is left empty.
     @Test(arguments: Interruption.allCases)
     func interruptRemovesTemporaryFiles(_ interruption: Interruption) throws {
@@ -128,7 +126,7 @@ import Glibc
         let bnfold = BackgroundProcess(bnfold: [Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
                                        environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
         try bnfold.start()
-        let bothThere = waitUntil(timeout: .seconds(120)) { Self.temporaryFiles(in: scratch).count == 2 }
+        let bothThere = waitUntil(timeout: .seconds(120)) { temporaryFiles(of: bnfold, in: scratch.path).count == 2 }
         #expect(bothThere, "temporary files: \(scratch.contents())")
         interruption.send(to: bnfold)
         let r = try bnfold.wait(timeout: .seconds(120))
@@ -145,7 +143,7 @@ import Glibc
         let bnfold = BackgroundProcess(bnfold: [Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
                                        environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
         try bnfold.start(blocking: [SIGINT, SIGTERM, SIGHUP])
-        #expect(waitUntil(timeout: .seconds(120)) { Self.temporaryFiles(in: scratch).count == 2 })
+        #expect(waitUntil(timeout: .seconds(120)) { temporaryFiles(of: bnfold, in: scratch.path).count == 2 })
         bnfold.process.terminate()
         let r = try bnfold.wait(timeout: .seconds(120))
         #expect(r.signal == SIGTERM, "status \(r.status), stderr: \(r.stderr)")
@@ -160,7 +158,7 @@ import Glibc
                                                    Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
                                        environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "2000"])
         try bnfold.start()
-        let bothThere = waitUntil(timeout: .seconds(120)) { Self.temporaryFiles(in: scratch).count == 2 }
+        let bothThere = waitUntil(timeout: .seconds(120)) { temporaryFiles(of: bnfold, in: scratch.path).count == 2 }
         #expect(bothThere)
         bnfold.send(SIGHUP)
         let r = try bnfold.wait(timeout: .seconds(120))
@@ -188,7 +186,7 @@ import Glibc
         let bnfold = BackgroundProcess(bnfold: [Self.resnet, "-o", out, "--external-data", "external"],
                                        environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
         try bnfold.start()
-        #expect(waitUntil(timeout: .seconds(120)) { Self.temporaryFiles(in: scratch).count == 2 })
+        #expect(waitUntil(timeout: .seconds(120)) { temporaryFiles(of: bnfold, in: scratch.path).count == 2 })
         bnfold.process.terminate()
         let r = try bnfold.wait(timeout: .seconds(120))
         #expect(r.signal == SIGTERM)

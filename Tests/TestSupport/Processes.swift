@@ -106,3 +106,20 @@ public func waitUntil(timeout: Duration, _ condition: () -> Bool) -> Bool {
     }
     return true
 }
+
+/// bnfold's temporary files for outputs in `directory` while `process`
+/// runs: named ones (`.NAME.bnfold-tmp-PID-XXXXXX`) and unnamed ones
+/// (`O_TMPFILE`), which exist only as the process's open descriptors —
+/// `/proc/PID/fd/N` reads `DIR/#INODE (deleted)` for them.
+public func temporaryFiles(of process: BackgroundProcess, in directory: String) -> [String] {
+    let named = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+        .filter { $0.hasPrefix(".") && $0.contains(".bnfold-tmp-") }
+    let fdDirectory = "/proc/\(process.processIdentifier)/fd"
+    let resolved = URL(fileURLWithPath: directory).resolvingSymlinksInPath().path
+    let unnamed = ((try? FileManager.default.contentsOfDirectory(atPath: fdDirectory)) ?? []).compactMap { fd -> String? in
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: fdDirectory + "/" + fd),
+              target.hasSuffix(" (deleted)"), target.hasPrefix(resolved + "/#") || target.hasPrefix(directory + "/#") else { return nil }
+        return target
+    }
+    return named + unnamed
+}
