@@ -178,6 +178,32 @@ import TestSupport
         #expect(try ModelReader.read(path: out).graph?.nodes.first?.name == "conv\0hidden tail")
     }
 
+    /// An external data location is the file name's exact bytes: a NUL no
+    /// longer cuts it short (it is refused), and a byte that is not UTF-8
+    /// names the file that has that byte.
+    @Test func externalDataLocationBytes() throws {
+        let external = HostileExternalDataTests()
+        let dir = ScratchDirectory()
+        let cut = try external.hostileModel(in: dir, mutate: external.setEntry("location", "m.onnx.data\0junk"))
+        try external.expectRefused(cut, "location contains a NUL byte", in: dir)
+
+        let other = ScratchDirectory()
+        let nameBytes = Array("d".utf8) + [0xFF] + Array(".data".utf8)
+        let input = try external.hostileModel(in: other, mutate: external.setEntry("location", String(protoBytes: nameBytes)))
+        // A second name for the data file (the model's other tensors keep the first).
+        let linked = (Array(other.file("m.onnx.data").utf8) + [0]).withUnsafeBufferPointer { from in
+            (Array(other.path.utf8) + Array("/".utf8) + nameBytes + [0]).withUnsafeBufferPointer { to in
+                from.withMemoryRebound(to: CChar.self) { f in to.withMemoryRebound(to: CChar.self) { link(f.baseAddress!, $0.baseAddress!) } }
+            }
+        }
+        #expect(linked == 0)
+        let out = ScratchDirectory()
+        let r = try runBnfold([input, "-o", out.file("out.onnx")])
+        #expect(r.status == 0, "\(r.stderr)")
+        Self.expectClean(r.stdout, "external")
+        #expect(try ModelReader.read(path: out.file("out.onnx")).graph?.nodes.count == 1)
+    }
+
     /// Fuzz/regressions/ holds both models (see its README), replayed there
     /// through the fuzz target's steps; bnfold gives clean answers on them.
     @Test func regressionInputs() throws {
