@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ONNXFile
+import ONNXGraph
 
 /// The `bnfold` command: subcommands and the exit-code contract.
 ///
@@ -37,9 +38,11 @@ enum ExitCodes {
     static let usageOrInputError: Int32 = 2
 }
 
-/// Writes one line to standard error.
+/// Writes one line to standard error. The message is escaped
+/// (``Swift/String/escapedForTerminal``): names in it come from the model,
+/// and may hold newlines or terminal escape sequences.
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data(("bnfold: error: " + message + "\n").utf8))
+    FileHandle.standardError.write(Data(("bnfold: error: " + message.escapedForTerminal + "\n").utf8))
 }
 
 public enum BnfoldMain {

@@ -241,28 +241,29 @@ struct CheckReport: Encodable {
 
     func text() -> String {
         func g(_ x: Double?) -> String { x.map { String(format: "%.3g", $0) } ?? "-" }
-        var out = "bnfold \(version) check: \(modelA) vs \(modelB)\n"
+        var out = TerminalLines()
+        out.add("bnfold \(version) check: \(modelA) vs \(modelB)")
         switch rule {
         case "derived":
-            out += "  rule: B within \(g(k)) × max(noise, u·scale) of a float64 run of A; \(samples) sample(s), seed \(seed)\n"
+            out.add("  rule: B within \(g(k)) × max(noise, u·scale) of a float64 run of A; \(samples) sample(s), seed \(seed)")
         default:
-            out += "  rule: |B − A| ≤ \(g(atol)) + \(g(rtol))·|A|; \(samples) sample(s), seed \(seed)\n"
+            out.add("  rule: |B − A| ≤ \(g(atol)) + \(g(rtol))·|A|; \(samples) sample(s), seed \(seed)")
         }
         for o in outputs {
-            out += "  \(o.name) \(o.elementType) \(o.shape): "
+            let head = "  \(o.name) \(o.elementType) \(o.shape): "
             if let problem = o.problem {
-                out += "NOT EQUIVALENT: \(problem)\n"
+                out.add(head + "NOT EQUIVALENT: \(problem)")
                 continue
             }
-            out += "max abs diff \(g(o.maxAbsDiff)), max rel diff \(g(o.maxRelDiff)), cosine \(String(format: "%.9f", o.cosineSimilarity))\n"
-            if let error = o.error {
-                out += "    error vs float64 \(g(error)) (bound \(g(o.bound)); original's own \(g(o.referenceNoise)), scale \(g(o.scale)))"
+            out.add(head + "max abs diff \(g(o.maxAbsDiff)), max rel diff \(g(o.maxRelDiff)), cosine \(String(format: "%.9f", o.cosineSimilarity))")
+            let detail = if let error = o.error {
+                "    error vs float64 \(g(error)) (bound \(g(o.bound)); original's own \(g(o.referenceNoise)), scale \(g(o.scale)))"
             } else {
-                out += "    worst |B − A| / (atol + rtol·|A|) = \(g(o.ratio))"
+                "    worst |B − A| / (atol + rtol·|A|) = \(g(o.ratio))"
             }
-            out += ": \(o.equivalent ? "equivalent" : "NOT EQUIVALENT") (\(g(o.ratio)) of the bound)\n"
+            out.add(detail + ": \(o.equivalent ? "equivalent" : "NOT EQUIVALENT") (\(g(o.ratio)) of the bound)")
         }
-        out += equivalent ? "  equivalent\n" : "  NOT EQUIVALENT\n"
-        return out
+        out.add(equivalent ? "  equivalent" : "  NOT EQUIVALENT")
+        return out.text
     }
 }

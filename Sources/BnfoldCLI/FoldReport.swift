@@ -77,30 +77,30 @@ struct FoldReport: Encodable {
     func json() -> String { reportJSON(self) }
 
     func text(remarks filter: RemarkFilter = .missed) -> String {
-        var out = "bnfold \(version): \(input) -> \(output)\n"
-        out += "  nodes: \(nodesBefore) -> \(nodesAfter)"
-        out += passes.isEmpty ? " (no passes run)\n" : "\n"
-        out += "  BatchNormalization: \(batchnorm.found) found, \(batchnorm.folded) folded, \(batchnorm.kept) kept\n"
+        var out = TerminalLines()
+        out.add("bnfold \(version): \(input) -> \(output)")
+        out.add("  nodes: \(nodesBefore) -> \(nodesAfter)" + (passes.isEmpty ? " (no passes run)" : ""))
+        out.add("  BatchNormalization: \(batchnorm.found) found, \(batchnorm.folded) folded, \(batchnorm.kept) kept")
         for remark in remarks where filter.includes(remark) {
-            out += "    \(remark.kind == .missed ? "kept" : "applied") \(remark.node) [\(remark.reason)]: \(remark.message)\n"
+            out.add("    \(remark.kind == .missed ? "kept" : "applied") \(remark.node) [\(remark.reason)]: \(remark.message)")
         }
         if verification.wholeModel == "skipped: --no-verify" {
-            out += "  verified: no (--no-verify)\n"
+            out.add("  verified: no (--no-verify)")
         } else {
-            out += "  verified: \(verification.pairsChecked) folded pair(s) checked, \(verification.pairsFailed) failed"
-            out += verification.pairsSkipped > 0 ? ", \(verification.pairsSkipped) not checked; " : "; "
-            out += "whole model \(verification.wholeModel)"
-            out += String(format: " (worst error/bound %.3g)\n", verification.worstRatio)
+            out.add("  verified: \(verification.pairsChecked) folded pair(s) checked, \(verification.pairsFailed) failed"
+                    + (verification.pairsSkipped > 0 ? ", \(verification.pairsSkipped) not checked; " : "; ")
+                    + "whole model \(verification.wholeModel)"
+                    + String(format: " (worst error/bound %.3g)", verification.worstRatio))
         }
-        out += "  wrote \(formatBytes(written.modelBytes))"
+        var wrote = "  wrote \(formatBytes(written.modelBytes))"
         if let file = written.externalDataFile {
-            out += " + \(file) (\(written.externalTensors) tensors, \(formatBytes(written.externalDataBytes)))"
+            wrote += " + \(file) (\(written.externalTensors) tensors, \(formatBytes(written.externalDataBytes)))"
         }
-        out += "\n"
-        for note in notes { out += "  note: \(note)\n" }
-        out += String(format: "  time: %.3f s (read %.3f, passes %.3f, verify %.3f, write %.3f)\n",
-                      seconds.total, seconds.read, seconds.passes, seconds.verify, seconds.write)
-        return out
+        out.add(wrote)
+        for note in notes { out.add("  note: \(note)") }
+        out.add(String(format: "  time: %.3f s (read %.3f, passes %.3f, verify %.3f, write %.3f)",
+                       seconds.total, seconds.read, seconds.passes, seconds.verify, seconds.write))
+        return out.text
     }
 }
 

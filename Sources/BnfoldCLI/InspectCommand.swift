@@ -127,7 +127,8 @@ struct InspectReport: Encodable {
     func json() -> String { reportJSON(self) }
 
     func text() -> String {
-        var out = "bnfold \(version) inspect: \(input)\n"
+        var out = TerminalLines()
+        out.add("bnfold \(version) inspect: \(input)")
         for e in batchnorms {
             var where_ = e.producer.map { "after \($0.op) '\($0.name)'" } ?? "after a graph input"
             if !e.consumers.isEmpty {
@@ -135,11 +136,11 @@ struct InspectReport: Encodable {
             }
             let verdict = e.verdict == "fold" ? "would fold" : "kept"
             let why = e.reason.isEmpty ? "" : " [\(e.reason)]: \(e.message)"
-            out += "  \(e.name) (\(where_)): \(verdict)\(why)\n"
+            out.add("  \(e.name) (\(where_)): \(verdict)\(why)")
         }
         let folds = batchnorms.filter { $0.verdict == "fold" }.count
-        out += "  BatchNormalization: \(batchnorms.count) found, \(folds) would fold, \(batchnorms.count - folds) kept\n"
-        if passes.isEmpty { out += "  (no passes run)\n" }
-        return out
+        out.add("  BatchNormalization: \(batchnorms.count) found, \(folds) would fold, \(batchnorms.count - folds) kept")
+        if passes.isEmpty { out.add("  (no passes run)") }
+        return out.text
     }
 }

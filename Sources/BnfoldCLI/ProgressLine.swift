@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import ONNXGraph
 
 /// A one-line status for long-running work, redrawn in place on a terminal.
 ///
@@ -54,7 +55,8 @@ final class ProgressLine: @unchecked Sendable {
         defer { lock.unlock() }
         guard !finished, !text.isEmpty else { return }
         drawn = true
-        write("\r\u{1B}[2K" + text)
+        // The status names nodes of the model: escaped, like every line bnfold prints.
+        write("\r\u{1B}[2K" + text.escapedForTerminal)
     }
 
     private func write(_ s: String) {

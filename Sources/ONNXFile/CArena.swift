@@ -40,18 +40,24 @@ final class CArena {
         return p
     }
 
-    func cString(_ s: String?) -> UnsafeMutablePointer<CChar>? {
-        guard let s else { return nil }
-        let p = strdup(s)!
-        allocations.append(UnsafeMutableRawPointer(p))
-        return p
+    // Text fields are `bytes` in Proto/onnx.proto (see the comment there):
+    // a String goes back to the exact bytes it was read from through
+    // ``ProtoBytes`` (`.protoBytes`), NULs and invalid UTF-8 included.
+
+    /// An optional text field: (has, bytes); absent when `s` is nil.
+    func string(_ s: String?) -> (protobuf_c_boolean, ProtobufCBinaryData) {
+        guard let s else { return (0, ProtobufCBinaryData(len: 0, data: nil)) }
+        return (1, text(s))
     }
 
-    func cStrings(_ list: [String]) -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) {
-        guard !list.isEmpty else { return (0, nil) }
-        let array = allocate(UnsafeMutablePointer<CChar>?.self, count: list.count)
-        for (i, s) in list.enumerated() { array[i] = cString(s) }
-        return (list.count, array)
+    /// The bytes `s` stands for, copied.
+    func text(_ s: String) -> ProtobufCBinaryData {
+        copiedBytes(s.protoBytes)
+    }
+
+    /// A repeated text field.
+    func strings(_ list: [String]) -> (Int, UnsafeMutablePointer<ProtobufCBinaryData>?) {
+        scalars(list.map(text))
     }
 
     func scalars<T>(_ list: [T]) -> (Int, UnsafeMutablePointer<T>?) {

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import ONNXGraph
 
 /// Opens files named by a model (external data locations) so that what is
 /// opened is guaranteed to lie inside the model's directory.
@@ -64,7 +65,7 @@ enum OpenBeneath {
             let current = directories.last ?? root
             let isLast = pending.isEmpty
             let flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (isLast ? O_NONBLOCK : O_DIRECTORY)
-            let fd = openat(current, component, flags)
+            let fd = withPathBytes(component) { openat(current, $0, flags) }
             if fd >= 0 {
                 if isLast { return fd }
                 directories.append(fd)
@@ -95,11 +96,19 @@ enum OpenBeneath {
         var buffer = [CChar](repeating: 0, count: capacity + 1)
         let length = buffer.withUnsafeMutableBufferPointer { raw -> Int in
             guard let base = raw.baseAddress else { return -1 }
-            return readlinkat(directory, name, base, capacity)
+            return withPathBytes(name) { readlinkat(directory, $0, base, capacity) }
         }
         guard length >= 0, length < capacity else { return nil }
         return buffer.withUnsafeBufferPointer { raw in
-            String(decoding: UnsafeRawBufferPointer(start: raw.baseAddress, count: length), as: UTF8.self)
+            String(protoBytes: UnsafeRawBufferPointer(start: raw.baseAddress, count: length))
+        }
+    }
+
+    /// `name` as the C path of the bytes it stands for: a location read from
+    /// a model keeps its bytes (``ProtoBytes``), invalid UTF-8 included.
+    private static func withPathBytes<R>(_ name: String, _ body: (UnsafePointer<CChar>) -> R) -> R {
+        (name.protoBytes + [0]).withUnsafeBufferPointer { bytes in
+            bytes.baseAddress!.withMemoryRebound(to: CChar.self, capacity: bytes.count, body)
         }
     }
 }

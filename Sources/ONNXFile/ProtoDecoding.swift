@@ -20,13 +20,22 @@ struct ProtoDecoder {
 
     // MARK: Helpers
 
-    func string(_ p: UnsafeMutablePointer<CChar>?) -> String? {
-        p.map { String(cString: $0) }
+    // Text fields are `bytes` in Proto/onnx.proto: they arrive as the file's
+    // exact bytes (NULs and invalid UTF-8 included) and become Strings through
+    // the lossless ``ProtoBytes`` mapping.
+
+    /// An optional text field: nil when absent (proto2 presence), else its text.
+    func string(_ has: protobuf_c_boolean, _ data: ProtobufCBinaryData) -> String? {
+        has != 0 ? text(data) : nil
     }
 
-    func strings(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> [String] {
-        guard let p, n > 0 else { return [] }
-        return (0..<n).map { p[$0].map { String(cString: $0) } ?? "" }
+    func text(_ data: ProtobufCBinaryData) -> String {
+        guard let d = data.data, data.len > 0 else { return "" }
+        return String(protoBytes: UnsafeBufferPointer(start: d, count: data.len))
+    }
+
+    func strings(_ n: Int, _ p: UnsafeMutablePointer<ProtobufCBinaryData>?) -> [String] {
+        scalars(n, p).map(text)
     }
 
     func messages<C, T>(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<C>?>?,
@@ -69,7 +78,7 @@ struct ProtoDecoder {
 
     func pairs(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<Onnx__StringStringEntryProto>?>?) -> [StringPair] {
         messages(n, p) { e in
-            var pair = StringPair(key: string(e.pointee.key), value: string(e.pointee.value))
+            var pair = StringPair(key: string(e.pointee.has_key, e.pointee.key), value: string(e.pointee.has_value, e.pointee.value))
             pair.unknownFields = unknown(e.pointee.base)
             return pair
         }
@@ -77,7 +86,7 @@ struct ProtoDecoder {
 
     func opsets(_ n: Int, _ p: UnsafeMutablePointer<UnsafeMutablePointer<Onnx__OperatorSetIdProto>?>?) -> [OperatorSetID] {
         messages(n, p) { o in
-            var id = OperatorSetID(domain: string(o.pointee.domain),
+            var id = OperatorSetID(domain: string(o.pointee.has_domain, o.pointee.domain),
                                    version: o.pointee.has_version != 0 ? o.pointee.version : nil)
             id.unknownFields = unknown(o.pointee.base)
             return id
@@ -91,11 +100,11 @@ struct ProtoDecoder {
         var model = Model()
         model.irVersion = p.has_ir_version != 0 ? p.ir_version : nil
         model.opsetImports = opsets(p.n_opset_import, p.opset_import)
-        model.producerName = string(p.producer_name)
-        model.producerVersion = string(p.producer_version)
-        model.domain = string(p.domain)
+        model.producerName = string(p.has_producer_name, p.producer_name)
+        model.producerVersion = string(p.has_producer_version, p.producer_version)
+        model.domain = string(p.has_domain, p.domain)
         model.modelVersion = p.has_model_version != 0 ? p.model_version : nil
-        model.docString = string(p.doc_string)
+        model.docString = string(p.has_doc_string, p.doc_string)
         model.graph = try p.graph.map(graph)
         model.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
         model.trainingInfo = try messages(p.n_training_info, p.training_info) { t in
@@ -110,7 +119,7 @@ struct ProtoDecoder {
         model.functions = try messages(p.n_functions, p.functions, function)
         model.configuration = messages(p.n_configuration, p.configuration) { c in
             var config = DeviceConfiguration()
-            config.name = string(c.pointee.name)
+            config.name = string(c.pointee.has_name, c.pointee.name)
             config.numDevices = c.pointee.has_num_devices != 0 ? c.pointee.num_devices : nil
             config.devices = strings(c.pointee.n_device, c.pointee.device)
             config.unknownFields = unknown(c.pointee.base)
@@ -123,16 +132,16 @@ struct ProtoDecoder {
     func function(_ f: UnsafeMutablePointer<Onnx__FunctionProto>) throws -> Function {
         let p = f.pointee
         var fn = Function()
-        fn.name = string(p.name)
+        fn.name = string(p.has_name, p.name)
         fn.inputs = strings(p.n_input, p.input)
         fn.outputs = strings(p.n_output, p.output)
         fn.attributeNames = strings(p.n_attribute, p.attribute)
         fn.attributeDefaults = try messages(p.n_attribute_proto, p.attribute_proto, attribute)
         fn.nodes = try messages(p.n_node, p.node, node)
-        fn.docString = string(p.doc_string)
+        fn.docString = string(p.has_doc_string, p.doc_string)
         fn.opsetImports = opsets(p.n_opset_import, p.opset_import)
-        fn.domain = string(p.domain)
-        fn.overload = string(p.overload)
+        fn.domain = string(p.has_domain, p.domain)
+        fn.overload = string(p.has_overload, p.overload)
         fn.valueInfo = messages(p.n_value_info, p.value_info, valueInfo)
         fn.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
         fn.unknownFields = unknown(p.base)
@@ -145,15 +154,15 @@ struct ProtoDecoder {
         let p = g.pointee
         var graph = Graph()
         graph.nodes = try messages(p.n_node, p.node, node)
-        graph.name = string(p.name)
+        graph.name = string(p.has_name, p.name)
         graph.initializers = try messages(p.n_initializer, p.initializer, tensor)
         graph.sparseInitializers = try messages(p.n_sparse_initializer, p.sparse_initializer, sparseTensor)
-        graph.docString = string(p.doc_string)
+        graph.docString = string(p.has_doc_string, p.doc_string)
         graph.inputs = messages(p.n_input, p.input, valueInfo)
         graph.outputs = messages(p.n_output, p.output, valueInfo)
         graph.valueInfo = messages(p.n_value_info, p.value_info, valueInfo)
         graph.quantizationAnnotations = messages(p.n_quantization_annotation, p.quantization_annotation) { a in
-            var ann = TensorAnnotation(tensorName: string(a.pointee.tensor_name))
+            var ann = TensorAnnotation(tensorName: string(a.pointee.has_tensor_name, a.pointee.tensor_name))
             ann.quantParameterTensorNames = pairs(a.pointee.n_quant_parameter_tensor_names,
                                                   a.pointee.quant_parameter_tensor_names)
             ann.unknownFields = unknown(a.pointee.base)
@@ -166,19 +175,19 @@ struct ProtoDecoder {
 
     func node(_ n: UnsafeMutablePointer<Onnx__NodeProto>) throws -> Node {
         let p = n.pointee
-        guard let opType = string(p.op_type), !opType.isEmpty else {
-            let label = string(p.name).map { "node '\($0)'" } ?? "a node"
+        guard let opType = string(p.has_op_type, p.op_type), !opType.isEmpty else {
+            let label = string(p.has_name, p.name).map { "node '\($0)'" } ?? "a node"
             throw ModelFileError(file: fileName, "\(label) has no op_type")
         }
         var node = Node(opType: opType, inputs: strings(p.n_input, p.input), outputs: strings(p.n_output, p.output),
-                        name: string(p.name), domain: string(p.domain))
-        node.overload = string(p.overload)
+                        name: string(p.has_name, p.name), domain: string(p.has_domain, p.domain))
+        node.overload = string(p.has_overload, p.overload)
         node.attributes = try messages(p.n_attribute, p.attribute, attribute)
-        node.docString = string(p.doc_string)
+        node.docString = string(p.has_doc_string, p.doc_string)
         node.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
         node.deviceConfigurations = messages(p.n_device_configurations, p.device_configurations) { d in
             var config = NodeDeviceConfiguration()
-            config.configurationID = string(d.pointee.configuration_id)
+            config.configurationID = string(d.pointee.has_configuration_id, d.pointee.configuration_id)
             config.shardingSpecs = messages(d.pointee.n_sharding_spec, d.pointee.sharding_spec, shardingSpec)
             config.pipelineStage = d.pointee.has_pipeline_stage != 0 ? d.pointee.pipeline_stage : nil
             config.unknownFields = unknown(d.pointee.base)
@@ -191,7 +200,7 @@ struct ProtoDecoder {
     func shardingSpec(_ s: UnsafeMutablePointer<Onnx__ShardingSpecProto>) -> ShardingSpec {
         let p = s.pointee
         var spec = ShardingSpec()
-        spec.tensorName = string(p.tensor_name)
+        spec.tensorName = string(p.has_tensor_name, p.tensor_name)
         spec.devices = scalars(p.n_device, p.device)
         spec.indexToDeviceGroupMap = messages(p.n_index_to_device_group_map, p.index_to_device_group_map) { e in
             var entry = IntIntList()
@@ -207,7 +216,7 @@ struct ProtoDecoder {
                 var simple = SimpleShardedDim()
                 switch s.pointee.dim_case {
                 case ONNX__SIMPLE_SHARDED_DIM_PROTO__DIM_DIM_VALUE: simple.dim = .value(s.pointee.dim_value)
-                case ONNX__SIMPLE_SHARDED_DIM_PROTO__DIM_DIM_PARAM: simple.dim = .param(string(s.pointee.dim_param) ?? "")
+                case ONNX__SIMPLE_SHARDED_DIM_PROTO__DIM_DIM_PARAM: simple.dim = .param(text(s.pointee.dim_param))
                 default: simple.dim = nil
                 }
                 simple.numShards = s.pointee.has_num_shards != 0 ? s.pointee.num_shards : nil
@@ -223,9 +232,9 @@ struct ProtoDecoder {
 
     func attribute(_ a: UnsafeMutablePointer<Onnx__AttributeProto>) throws -> Attribute {
         let p = a.pointee
-        var attr = Attribute(name: string(p.name))
-        attr.refAttrName = string(p.ref_attr_name)
-        attr.docString = string(p.doc_string)
+        var attr = Attribute(name: string(p.has_name, p.name))
+        attr.refAttrName = string(p.has_ref_attr_name, p.ref_attr_name)
+        attr.docString = string(p.has_doc_string, p.doc_string)
         attr.type = p.has_type != 0 ? Attribute.Kind(rawValue: Int32(bitPattern: p.type.rawValue)) : nil
         attr.f = p.has_f != 0 ? p.f : nil
         attr.i = p.has_i != 0 ? p.i : nil
@@ -249,8 +258,8 @@ struct ProtoDecoder {
 
     func valueInfo(_ v: UnsafeMutablePointer<Onnx__ValueInfoProto>) -> ValueInfo {
         let p = v.pointee
-        var info = ValueInfo(name: string(p.name), type: p.type.map(typeProto))
-        info.docString = string(p.doc_string)
+        var info = ValueInfo(name: string(p.has_name, p.name), type: p.type.map(typeProto))
+        info.docString = string(p.has_doc_string, p.doc_string)
         info.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
         info.unknownFields = unknown(p.base)
         return info
@@ -258,10 +267,10 @@ struct ProtoDecoder {
 
     func shape(_ s: UnsafeMutablePointer<Onnx__TensorShapeProto>) -> TensorShape {
         var shape = TensorShape(dims: messages(s.pointee.n_dim, s.pointee.dim) { d in
-            var dim = TensorShape.Dimension(value: nil, denotation: string(d.pointee.denotation))
+            var dim = TensorShape.Dimension(value: nil, denotation: string(d.pointee.has_denotation, d.pointee.denotation))
             switch d.pointee.value_case {
             case ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE: dim.value = .value(d.pointee.dim_value)
-            case ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM: dim.value = .param(string(d.pointee.dim_param) ?? "")
+            case ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM: dim.value = .param(text(d.pointee.dim_param))
             default: dim.value = nil
             }
             dim.unknownFields = unknown(d.pointee.base)
@@ -273,7 +282,7 @@ struct ProtoDecoder {
 
     func typeProto(_ t: UnsafeMutablePointer<Onnx__TypeProto>) -> TypeProto {
         let p = t.pointee
-        var type = TypeProto(value: nil, denotation: string(p.denotation))
+        var type = TypeProto(value: nil, denotation: string(p.has_denotation, p.denotation))
         switch p.value_case {
         case ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE:
             if let x = p.tensor_type {
@@ -313,7 +322,7 @@ struct ProtoDecoder {
             }
         case ONNX__TYPE_PROTO__VALUE_OPAQUE_TYPE:
             if let x = p.opaque_type {
-                var o = TypeProto.Opaque(domain: string(x.pointee.domain), name: string(x.pointee.name))
+                var o = TypeProto.Opaque(domain: string(x.pointee.has_domain, x.pointee.domain), name: string(x.pointee.has_name, x.pointee.name))
                 o.unknownFields = unknown(x.pointee.base)
                 type.value = .opaque(o)
             }
@@ -328,7 +337,7 @@ struct ProtoDecoder {
 
     func tensor(_ t: UnsafeMutablePointer<Onnx__TensorProto>) throws -> Tensor {
         let p = t.pointee
-        var tensor = Tensor(name: string(p.name), elementType: .undefined, dims: scalars(p.n_dims, p.dims))
+        var tensor = Tensor(name: string(p.has_name, p.name), elementType: .undefined, dims: scalars(p.n_dims, p.dims))
         tensor.dataType = p.has_data_type != 0 ? p.data_type : nil
         if let s = p.segment {
             var seg = Tensor.Segment(begin: s.pointee.has_begin != 0 ? s.pointee.begin : nil,
@@ -340,7 +349,7 @@ struct ProtoDecoder {
         tensor.int32Data = borrowed(p.n_int32_data, p.int32_data)
         tensor.stringData = scalars(p.n_string_data, p.string_data).map(borrowed)
         tensor.int64Data = borrowed(p.n_int64_data, p.int64_data)
-        tensor.docString = string(p.doc_string)
+        tensor.docString = string(p.has_doc_string, p.doc_string)
         tensor.rawData = p.has_raw_data != 0 ? borrowed(p.raw_data) : nil
         tensor.externalData = pairs(p.n_external_data, p.external_data)
         tensor.dataLocation = p.has_data_location != 0 ? Int32(bitPattern: p.data_location.rawValue) : nil

@@ -31,8 +31,8 @@ struct ProtoEncoder {
     func pairs(_ list: [StringPair]) -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<Onnx__StringStringEntryProto>?>?) {
         arena.messages(list) { pair in
             let e = arena.message(onnx__string_string_entry_proto__init)
-            e.pointee.key = arena.cString(pair.key)
-            e.pointee.value = arena.cString(pair.value)
+            (e.pointee.has_key, e.pointee.key) = arena.string(pair.key)
+            (e.pointee.has_value, e.pointee.value) = arena.string(pair.value)
             arena.attach(pair.unknownFields, to: &e.pointee.base)
             return e
         }
@@ -41,7 +41,7 @@ struct ProtoEncoder {
     func opsets(_ list: [OperatorSetID]) -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<Onnx__OperatorSetIdProto>?>?) {
         arena.messages(list) { id in
             let o = arena.message(onnx__operator_set_id_proto__init)
-            o.pointee.domain = arena.cString(id.domain)
+            (o.pointee.has_domain, o.pointee.domain) = arena.string(id.domain)
             if let v = id.version { o.pointee.has_version = 1; o.pointee.version = v }
             arena.attach(id.unknownFields, to: &o.pointee.base)
             return o
@@ -54,11 +54,11 @@ struct ProtoEncoder {
         let m = arena.message(onnx__model_proto__init)
         if let v = model.irVersion { m.pointee.has_ir_version = 1; m.pointee.ir_version = v }
         (m.pointee.n_opset_import, m.pointee.opset_import) = opsets(model.opsetImports)
-        m.pointee.producer_name = arena.cString(model.producerName)
-        m.pointee.producer_version = arena.cString(model.producerVersion)
-        m.pointee.domain = arena.cString(model.domain)
+        (m.pointee.has_producer_name, m.pointee.producer_name) = arena.string(model.producerName)
+        (m.pointee.has_producer_version, m.pointee.producer_version) = arena.string(model.producerVersion)
+        (m.pointee.has_domain, m.pointee.domain) = arena.string(model.domain)
         if let v = model.modelVersion { m.pointee.has_model_version = 1; m.pointee.model_version = v }
-        m.pointee.doc_string = arena.cString(model.docString)
+        (m.pointee.has_doc_string, m.pointee.doc_string) = arena.string(model.docString)
         m.pointee.graph = try model.graph.map(graph)
         (m.pointee.n_metadata_props, m.pointee.metadata_props) = pairs(model.metadataProps)
         (m.pointee.n_training_info, m.pointee.training_info) = try arena.messages(model.trainingInfo) { info in
@@ -73,9 +73,9 @@ struct ProtoEncoder {
         (m.pointee.n_functions, m.pointee.functions) = try arena.messages(model.functions, function)
         (m.pointee.n_configuration, m.pointee.configuration) = arena.messages(model.configuration) { config in
             let c = arena.message(onnx__device_configuration_proto__init)
-            c.pointee.name = arena.cString(config.name)
+            (c.pointee.has_name, c.pointee.name) = arena.string(config.name)
             if let n = config.numDevices { c.pointee.has_num_devices = 1; c.pointee.num_devices = n }
-            (c.pointee.n_device, c.pointee.device) = arena.cStrings(config.devices)
+            (c.pointee.n_device, c.pointee.device) = arena.strings(config.devices)
             arena.attach(config.unknownFields, to: &c.pointee.base)
             return c
         }
@@ -85,16 +85,16 @@ struct ProtoEncoder {
 
     func function(_ fn: Function) throws -> UnsafeMutablePointer<Onnx__FunctionProto> {
         let f = arena.message(onnx__function_proto__init)
-        f.pointee.name = arena.cString(fn.name)
-        (f.pointee.n_input, f.pointee.input) = arena.cStrings(fn.inputs)
-        (f.pointee.n_output, f.pointee.output) = arena.cStrings(fn.outputs)
-        (f.pointee.n_attribute, f.pointee.attribute) = arena.cStrings(fn.attributeNames)
+        (f.pointee.has_name, f.pointee.name) = arena.string(fn.name)
+        (f.pointee.n_input, f.pointee.input) = arena.strings(fn.inputs)
+        (f.pointee.n_output, f.pointee.output) = arena.strings(fn.outputs)
+        (f.pointee.n_attribute, f.pointee.attribute) = arena.strings(fn.attributeNames)
         (f.pointee.n_attribute_proto, f.pointee.attribute_proto) = try arena.messages(fn.attributeDefaults, attribute)
         (f.pointee.n_node, f.pointee.node) = try arena.messages(fn.nodes, node)
-        f.pointee.doc_string = arena.cString(fn.docString)
+        (f.pointee.has_doc_string, f.pointee.doc_string) = arena.string(fn.docString)
         (f.pointee.n_opset_import, f.pointee.opset_import) = opsets(fn.opsetImports)
-        f.pointee.domain = arena.cString(fn.domain)
-        f.pointee.overload = arena.cString(fn.overload)
+        (f.pointee.has_domain, f.pointee.domain) = arena.string(fn.domain)
+        (f.pointee.has_overload, f.pointee.overload) = arena.string(fn.overload)
         (f.pointee.n_value_info, f.pointee.value_info) = arena.messages(fn.valueInfo, valueInfo)
         (f.pointee.n_metadata_props, f.pointee.metadata_props) = pairs(fn.metadataProps)
         arena.attach(fn.unknownFields, to: &f.pointee.base)
@@ -106,19 +106,19 @@ struct ProtoEncoder {
     func graph(_ graph: Graph) throws -> UnsafeMutablePointer<Onnx__GraphProto> {
         let g = arena.message(onnx__graph_proto__init)
         (g.pointee.n_node, g.pointee.node) = try arena.messages(graph.nodes, node)
-        g.pointee.name = arena.cString(graph.name)
+        (g.pointee.has_name, g.pointee.name) = arena.string(graph.name)
         (g.pointee.n_initializer, g.pointee.initializer) = try arena.messages(graph.initializers) {
             try tensor($0, isInitializer: true)
         }
         (g.pointee.n_sparse_initializer, g.pointee.sparse_initializer) = try arena.messages(graph.sparseInitializers, sparseTensor)
-        g.pointee.doc_string = arena.cString(graph.docString)
+        (g.pointee.has_doc_string, g.pointee.doc_string) = arena.string(graph.docString)
         (g.pointee.n_input, g.pointee.input) = arena.messages(graph.inputs, valueInfo)
         (g.pointee.n_output, g.pointee.output) = arena.messages(graph.outputs, valueInfo)
         (g.pointee.n_value_info, g.pointee.value_info) = arena.messages(graph.valueInfo, valueInfo)
         (g.pointee.n_quantization_annotation, g.pointee.quantization_annotation) =
             arena.messages(graph.quantizationAnnotations) { ann in
                 let a = arena.message(onnx__tensor_annotation__init)
-                a.pointee.tensor_name = arena.cString(ann.tensorName)
+                (a.pointee.has_tensor_name, a.pointee.tensor_name) = arena.string(ann.tensorName)
                 (a.pointee.n_quant_parameter_tensor_names, a.pointee.quant_parameter_tensor_names) =
                     pairs(ann.quantParameterTensorNames)
                 arena.attach(ann.unknownFields, to: &a.pointee.base)
@@ -131,19 +131,19 @@ struct ProtoEncoder {
 
     func node(_ node: Node) throws -> UnsafeMutablePointer<Onnx__NodeProto> {
         let n = arena.message(onnx__node_proto__init)
-        (n.pointee.n_input, n.pointee.input) = arena.cStrings(node.inputs)
-        (n.pointee.n_output, n.pointee.output) = arena.cStrings(node.outputs)
-        n.pointee.name = arena.cString(node.name)
-        n.pointee.op_type = arena.cString(node.opType)
-        n.pointee.domain = arena.cString(node.domain)
-        n.pointee.overload = arena.cString(node.overload)
+        (n.pointee.n_input, n.pointee.input) = arena.strings(node.inputs)
+        (n.pointee.n_output, n.pointee.output) = arena.strings(node.outputs)
+        (n.pointee.has_name, n.pointee.name) = arena.string(node.name)
+        (n.pointee.has_op_type, n.pointee.op_type) = arena.string(node.opType)
+        (n.pointee.has_domain, n.pointee.domain) = arena.string(node.domain)
+        (n.pointee.has_overload, n.pointee.overload) = arena.string(node.overload)
         (n.pointee.n_attribute, n.pointee.attribute) = try arena.messages(node.attributes, attribute)
-        n.pointee.doc_string = arena.cString(node.docString)
+        (n.pointee.has_doc_string, n.pointee.doc_string) = arena.string(node.docString)
         (n.pointee.n_metadata_props, n.pointee.metadata_props) = pairs(node.metadataProps)
         (n.pointee.n_device_configurations, n.pointee.device_configurations) =
             arena.messages(node.deviceConfigurations) { config in
                 let d = arena.message(onnx__node_device_configuration_proto__init)
-                d.pointee.configuration_id = arena.cString(config.configurationID)
+                (d.pointee.has_configuration_id, d.pointee.configuration_id) = arena.string(config.configurationID)
                 (d.pointee.n_sharding_spec, d.pointee.sharding_spec) = arena.messages(config.shardingSpecs, shardingSpec)
                 if let s = config.pipelineStage { d.pointee.has_pipeline_stage = 1; d.pointee.pipeline_stage = s }
                 arena.attach(config.unknownFields, to: &d.pointee.base)
@@ -155,7 +155,7 @@ struct ProtoEncoder {
 
     func shardingSpec(_ spec: ShardingSpec) -> UnsafeMutablePointer<Onnx__ShardingSpecProto> {
         let s = arena.message(onnx__sharding_spec_proto__init)
-        s.pointee.tensor_name = arena.cString(spec.tensorName)
+        (s.pointee.has_tensor_name, s.pointee.tensor_name) = arena.string(spec.tensorName)
         (s.pointee.n_device, s.pointee.device) = arena.scalars(spec.devices)
         (s.pointee.n_index_to_device_group_map, s.pointee.index_to_device_group_map) =
             arena.messages(spec.indexToDeviceGroupMap) { entry in
@@ -176,7 +176,7 @@ struct ProtoEncoder {
                     x.pointee.dim_value = v
                 case .param(let p)?:
                     x.pointee.dim_case = ONNX__SIMPLE_SHARDED_DIM_PROTO__DIM_DIM_PARAM
-                    x.pointee.dim_param = arena.cString(p)
+                    x.pointee.dim_param = arena.text(p)
                 case nil: break
                 }
                 if let n = simple.numShards { x.pointee.has_num_shards = 1; x.pointee.num_shards = n }
@@ -192,9 +192,9 @@ struct ProtoEncoder {
 
     func attribute(_ attr: Attribute) throws -> UnsafeMutablePointer<Onnx__AttributeProto> {
         let a = arena.message(onnx__attribute_proto__init)
-        a.pointee.name = arena.cString(attr.name)
-        a.pointee.ref_attr_name = arena.cString(attr.refAttrName)
-        a.pointee.doc_string = arena.cString(attr.docString)
+        (a.pointee.has_name, a.pointee.name) = arena.string(attr.name)
+        (a.pointee.has_ref_attr_name, a.pointee.ref_attr_name) = arena.string(attr.refAttrName)
+        (a.pointee.has_doc_string, a.pointee.doc_string) = arena.string(attr.docString)
         if let t = attr.type {
             a.pointee.has_type = 1
             a.pointee.type = Onnx__AttributeProto__AttributeType(rawValue: UInt32(bitPattern: t.rawValue))
@@ -221,9 +221,9 @@ struct ProtoEncoder {
 
     func valueInfo(_ info: ValueInfo) -> UnsafeMutablePointer<Onnx__ValueInfoProto> {
         let v = arena.message(onnx__value_info_proto__init)
-        v.pointee.name = arena.cString(info.name)
+        (v.pointee.has_name, v.pointee.name) = arena.string(info.name)
         v.pointee.type = info.type.map(typeProto)
-        v.pointee.doc_string = arena.cString(info.docString)
+        (v.pointee.has_doc_string, v.pointee.doc_string) = arena.string(info.docString)
         (v.pointee.n_metadata_props, v.pointee.metadata_props) = pairs(info.metadataProps)
         arena.attach(info.unknownFields, to: &v.pointee.base)
         return v
@@ -239,10 +239,10 @@ struct ProtoEncoder {
                 d.pointee.dim_value = v
             case .param(let p)?:
                 d.pointee.value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM
-                d.pointee.dim_param = arena.cString(p)
+                d.pointee.dim_param = arena.text(p)
             case nil: break
             }
-            d.pointee.denotation = arena.cString(dim.denotation)
+            (d.pointee.has_denotation, d.pointee.denotation) = arena.string(dim.denotation)
             arena.attach(dim.unknownFields, to: &d.pointee.base)
             return d
         }
@@ -256,7 +256,7 @@ struct ProtoEncoder {
 
     func typeProto(_ type: TypeProto) -> UnsafeMutablePointer<Onnx__TypeProto> {
         let t = arena.message(onnx__type_proto__init)
-        t.pointee.denotation = arena.cString(type.denotation)
+        (t.pointee.has_denotation, t.pointee.denotation) = arena.string(type.denotation)
         switch type.value {
         case .tensor(let tt)?:
             let x = arena.message(onnx__type_proto__tensor__init)
@@ -295,8 +295,8 @@ struct ProtoEncoder {
             t.pointee.optional_type = x
         case .opaque(let o)?:
             let x = arena.message(onnx__type_proto__opaque__init)
-            x.pointee.domain = arena.cString(o.domain)
-            x.pointee.name = arena.cString(o.name)
+            (x.pointee.has_domain, x.pointee.domain) = arena.string(o.domain)
+            (x.pointee.has_name, x.pointee.name) = arena.string(o.name)
             arena.attach(o.unknownFields, to: &x.pointee.base)
             t.pointee.value_case = ONNX__TYPE_PROTO__VALUE_OPAQUE_TYPE
             t.pointee.opaque_type = x
@@ -320,8 +320,8 @@ struct ProtoEncoder {
             arena.attach(seg.unknownFields, to: &s.pointee.base)
             t.pointee.segment = s
         }
-        t.pointee.name = arena.cString(tensor.name)
-        t.pointee.doc_string = arena.cString(tensor.docString)
+        (t.pointee.has_name, t.pointee.name) = arena.string(tensor.name)
+        (t.pointee.has_doc_string, t.pointee.doc_string) = arena.string(tensor.docString)
         (t.pointee.n_metadata_props, t.pointee.metadata_props) = pairs(tensor.metadataProps)
         arena.attach(tensor.unknownFields, to: &t.pointee.base)
 
@@ -347,8 +347,9 @@ struct ProtoEncoder {
                 pairs(rewrittenExternalEntries(tensor.externalData, location: location, offset: offset, length: length))
             if let checksums {
                 for i in 0..<t.pointee.n_external_data {
-                    if let entry = t.pointee.external_data[i], let key = entry.pointee.key, String(cString: key) == "checksum",
-                       let value = entry.pointee.value {
+                    if let entry = t.pointee.external_data[i], entry.pointee.has_key != 0,
+                       String(protoBytes: UnsafeBufferPointer(start: entry.pointee.key.data, count: entry.pointee.key.len)) == "checksum",
+                       entry.pointee.has_value != 0, let value = entry.pointee.value.data {
                         checksums.slots.append(value)
                     }
                 }
@@ -395,17 +396,18 @@ struct ProtoEncoder {
     }
 }
 
-/// The C strings of `checksum` entries written as placeholders; the writer
+/// The bytes of `checksum` entries written as placeholders; the writer
 /// overwrites them in place with the data file's SHA-1 (40 hex digits, the
 /// same length, so the packed size does not change).
 final class ChecksumSlots {
     static let placeholder = String(repeating: "0", count: 40)
-    var slots: [UnsafeMutablePointer<CChar>] = []
+    var slots: [UnsafeMutablePointer<UInt8>] = []
 
     func fill(with digest: String) {
-        precondition(digest.utf8.count == 40, "SHA-1 digests have 40 hex digits")
+        let bytes = Array(digest.utf8)
+        precondition(bytes.count == 40, "SHA-1 digests have 40 hex digits")
         for slot in slots {
-            digest.utf8CString.withUnsafeBufferPointer { _ = memcpy(slot, $0.baseAddress!, 40) }
+            bytes.withUnsafeBufferPointer { _ = memcpy(slot, $0.baseAddress!, 40) }
         }
     }
 }

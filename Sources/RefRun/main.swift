@@ -35,7 +35,8 @@ import ReferenceRuntime
 import Foundation
 
 func fail(_ message: String, code: Int32) -> Never {
-    FileHandle.standardError.write(Data("refrun: \(message)\n".utf8))
+    // Escaped: the message may quote names from the model (see String.escapedForTerminal).
+    FileHandle.standardError.write(Data("refrun: \(message.escapedForTerminal)\n".utf8))
     exit(code)
 }
 
@@ -119,7 +120,8 @@ func timing(runs: Int, path: String, profile: Bool, float64: Bool) -> Never {
         if profile {
             let total = perOperator.values.reduce(0, +)
             for (op, seconds) in perOperator.sorted(by: { $0.value > $1.value }) {
-                let padded = op.padding(toLength: max(24, op.count), withPad: " ", startingAt: 0)
+                let name = op.escapedForTerminal
+                let padded = name.padding(toLength: max(24, name.count), withPad: " ", startingAt: 0)
                 FileHandle.standardError.write(Data((padded + String(format: " %8.2f ms  %5.1f %%\n",
                                                                      seconds * 1e3 / Double(runs), 100 * seconds / total)).utf8))
             }

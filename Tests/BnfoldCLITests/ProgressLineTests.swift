@@ -38,6 +38,18 @@ struct ProgressLineTests {
         #expect(text.hasSuffix("step 2" + erase), "the last thing written must erase the line: \(text.debugDescription)")
     }
 
+    /// The status can name nodes of the model: only the line's own erase
+    /// sequence reaches the terminal, the status is escaped.
+    @Test func statusIsEscaped() throws {
+        let text = try written(delay: 0) { line in
+            line.update("node a\n\u{1B}]0;pwned\u{07}")
+            usleep(150_000)
+        }
+        let erase = "\r\u{1B}[2K"
+        #expect(text.contains(erase + "node a\\n\\x1b]0;pwned\\x07"), "\(text.debugDescription)")
+        #expect(text.replacingOccurrences(of: erase, with: "").unicodeScalars.allSatisfy { $0.value >= 0x20 })
+    }
+
     @Test func quickWorkPrintsNothing() throws {
         let text = try written(delay: 10) { line in
             line.update("step 1")

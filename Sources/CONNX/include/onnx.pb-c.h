@@ -119,12 +119,16 @@ struct  Onnx__ModelProto
    */
   size_t n_opset_import;
   Onnx__OperatorSetIdProto **opset_import;
-  char *producer_name;
-  char *producer_version;
-  char *domain;
+  protobuf_c_boolean has_producer_name;
+  ProtobufCBinaryData producer_name;
+  protobuf_c_boolean has_producer_version;
+  ProtobufCBinaryData producer_version;
+  protobuf_c_boolean has_domain;
+  ProtobufCBinaryData domain;
   protobuf_c_boolean has_model_version;
   int64_t model_version;
-  char *doc_string;
+  protobuf_c_boolean has_doc_string;
+  ProtobufCBinaryData doc_string;
   Onnx__GraphProto *graph;
   size_t n_metadata_props;
   Onnx__StringStringEntryProto **metadata_props;
@@ -137,7 +141,7 @@ struct  Onnx__ModelProto
 };
 #define ONNX__MODEL_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__model_proto__descriptor) \
-    , 0, 0, 0,NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL }
+    , 0, 0, 0,NULL, 0, {0,NULL}, 0, {0,NULL}, 0, {0,NULL}, 0, 0, 0, {0,NULL}, NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL }
 
 
 /*
@@ -146,13 +150,14 @@ struct  Onnx__ModelProto
 struct  Onnx__OperatorSetIdProto
 {
   ProtobufCMessage base;
-  char *domain;
+  protobuf_c_boolean has_domain;
+  ProtobufCBinaryData domain;
   protobuf_c_boolean has_version;
   int64_t version;
 };
 #define ONNX__OPERATOR_SET_ID_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__operator_set_id_proto__descriptor) \
-    , NULL, 0, 0 }
+    , 0, {0,NULL}, 0, 0 }
 
 
 /*
@@ -161,12 +166,14 @@ struct  Onnx__OperatorSetIdProto
 struct  Onnx__StringStringEntryProto
 {
   ProtobufCMessage base;
-  char *key;
-  char *value;
+  protobuf_c_boolean has_key;
+  ProtobufCBinaryData key;
+  protobuf_c_boolean has_value;
+  ProtobufCBinaryData value;
 };
 #define ONNX__STRING_STRING_ENTRY_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__string_string_entry_proto__descriptor) \
-    , NULL, NULL }
+    , 0, {0,NULL}, 0, {0,NULL} }
 
 
 /*
@@ -179,12 +186,14 @@ struct  Onnx__GraphProto
   ProtobufCMessage base;
   size_t n_node;
   Onnx__NodeProto **node;
-  char *name;
+  protobuf_c_boolean has_name;
+  ProtobufCBinaryData name;
   size_t n_initializer;
   Onnx__TensorProto **initializer;
   size_t n_sparse_initializer;
   Onnx__SparseTensorProto **sparse_initializer;
-  char *doc_string;
+  protobuf_c_boolean has_doc_string;
+  ProtobufCBinaryData doc_string;
   size_t n_input;
   Onnx__ValueInfoProto **input;
   size_t n_output;
@@ -201,7 +210,7 @@ struct  Onnx__GraphProto
 };
 #define ONNX__GRAPH_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__graph_proto__descriptor) \
-    , 0,NULL, NULL, 0,NULL, 0,NULL, NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL }
+    , 0,NULL, 0, {0,NULL}, 0,NULL, 0,NULL, 0, {0,NULL}, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL }
 
 
 /*
@@ -212,16 +221,21 @@ struct  Onnx__NodeProto
 {
   ProtobufCMessage base;
   size_t n_input;
-  char **input;
+  ProtobufCBinaryData *input;
   size_t n_output;
-  char **output;
-  char *name;
-  char *op_type;
-  char *domain;
-  char *overload;
+  ProtobufCBinaryData *output;
+  protobuf_c_boolean has_name;
+  ProtobufCBinaryData name;
+  protobuf_c_boolean has_op_type;
+  ProtobufCBinaryData op_type;
+  protobuf_c_boolean has_domain;
+  ProtobufCBinaryData domain;
+  protobuf_c_boolean has_overload;
+  ProtobufCBinaryData overload;
   size_t n_attribute;
   Onnx__AttributeProto **attribute;
-  char *doc_string;
+  protobuf_c_boolean has_doc_string;
+  ProtobufCBinaryData doc_string;
   size_t n_metadata_props;
   Onnx__StringStringEntryProto **metadata_props;
   size_t n_device_configurations;
@@ -229,7 +243,7 @@ struct  Onnx__NodeProto
 };
 #define ONNX__NODE_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__node_proto__descriptor) \
-    , 0,NULL, 0,NULL, NULL, NULL, NULL, NULL, 0,NULL, NULL, 0,NULL, 0,NULL }
+    , 0,NULL, 0,NULL, 0, {0,NULL}, 0, {0,NULL}, 0, {0,NULL}, 0, {0,NULL}, 0,NULL, 0, {0,NULL}, 0,NULL, 0,NULL }
 
 
 /*
@@ -239,9 +253,12 @@ struct  Onnx__NodeProto
 struct  Onnx__AttributeProto
 {
   ProtobufCMessage base;
-  char *name;
-  char *ref_attr_name;
-  char *doc_string;
+  protobuf_c_boolean has_name;
+  ProtobufCBinaryData name;
+  protobuf_c_boolean has_ref_attr_name;
+  ProtobufCBinaryData ref_attr_name;
+  protobuf_c_boolean has_doc_string;
+  ProtobufCBinaryData doc_string;
   protobuf_c_boolean has_type;
   Onnx__AttributeProto__AttributeType type;
   protobuf_c_boolean has_f;
@@ -271,7 +288,7 @@ struct  Onnx__AttributeProto
 };
 #define ONNX__ATTRIBUTE_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__attribute_proto__descriptor) \
-    , NULL, NULL, NULL, 0, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED, 0, 0, 0, 0, 0, {0,NULL}, NULL, NULL, NULL, NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL }
+    , 0, {0,NULL}, 0, {0,NULL}, 0, {0,NULL}, 0, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__UNDEFINED, 0, 0, 0, 0, 0, {0,NULL}, NULL, NULL, NULL, NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL }
 
 
 /*
@@ -280,15 +297,17 @@ struct  Onnx__AttributeProto
 struct  Onnx__ValueInfoProto
 {
   ProtobufCMessage base;
-  char *name;
+  protobuf_c_boolean has_name;
+  ProtobufCBinaryData name;
   Onnx__TypeProto *type;
-  char *doc_string;
+  protobuf_c_boolean has_doc_string;
+  ProtobufCBinaryData doc_string;
   size_t n_metadata_props;
   Onnx__StringStringEntryProto **metadata_props;
 };
 #define ONNX__VALUE_INFO_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__value_info_proto__descriptor) \
-    , NULL, NULL, NULL, 0,NULL }
+    , 0, {0,NULL}, NULL, 0, {0,NULL}, 0,NULL }
 
 
 /*
@@ -297,13 +316,14 @@ struct  Onnx__ValueInfoProto
 struct  Onnx__TensorAnnotation
 {
   ProtobufCMessage base;
-  char *tensor_name;
+  protobuf_c_boolean has_tensor_name;
+  ProtobufCBinaryData tensor_name;
   size_t n_quant_parameter_tensor_names;
   Onnx__StringStringEntryProto **quant_parameter_tensor_names;
 };
 #define ONNX__TENSOR_ANNOTATION__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__tensor_annotation__descriptor) \
-    , NULL, 0,NULL }
+    , 0, {0,NULL}, 0,NULL }
 
 
 /*
@@ -352,8 +372,10 @@ struct  Onnx__TensorProto
   ProtobufCBinaryData *string_data;
   size_t n_int64_data;
   int64_t *int64_data;
-  char *name;
-  char *doc_string;
+  protobuf_c_boolean has_name;
+  ProtobufCBinaryData name;
+  protobuf_c_boolean has_doc_string;
+  ProtobufCBinaryData doc_string;
   protobuf_c_boolean has_raw_data;
   ProtobufCBinaryData raw_data;
   size_t n_external_data;
@@ -369,7 +391,7 @@ struct  Onnx__TensorProto
 };
 #define ONNX__TENSOR_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__tensor_proto__descriptor) \
-    , 0,NULL, 0, 0, NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, NULL, NULL, 0, {0,NULL}, 0,NULL, 0, ONNX__TENSOR_PROTO__DATA_LOCATION__DEFAULT, 0,NULL, 0,NULL, 0,NULL }
+    , 0,NULL, 0, 0, NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0, {0,NULL}, 0, {0,NULL}, 0, {0,NULL}, 0,NULL, 0, ONNX__TENSOR_PROTO__DATA_LOCATION__DEFAULT, 0,NULL, 0,NULL, 0,NULL }
 
 
 /*
@@ -399,16 +421,17 @@ typedef enum {
 struct  Onnx__TensorShapeProto__Dimension
 {
   ProtobufCMessage base;
-  char *denotation;
+  protobuf_c_boolean has_denotation;
+  ProtobufCBinaryData denotation;
   Onnx__TensorShapeProto__Dimension__ValueCase value_case;
   union {
     int64_t dim_value;
-    char *dim_param;
+    ProtobufCBinaryData dim_param;
   };
 };
 #define ONNX__TENSOR_SHAPE_PROTO__DIMENSION__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__tensor_shape_proto__dimension__descriptor) \
-    , NULL, ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE__NOT_SET, {0} }
+    , 0, {0,NULL}, ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE__NOT_SET, {0} }
 
 
 /*
@@ -484,12 +507,14 @@ struct  Onnx__TypeProto__SparseTensor
 struct  Onnx__TypeProto__Opaque
 {
   ProtobufCMessage base;
-  char *domain;
-  char *name;
+  protobuf_c_boolean has_domain;
+  ProtobufCBinaryData domain;
+  protobuf_c_boolean has_name;
+  ProtobufCBinaryData name;
 };
 #define ONNX__TYPE_PROTO__OPAQUE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__type_proto__opaque__descriptor) \
-    , NULL, NULL }
+    , 0, {0,NULL}, 0, {0,NULL} }
 
 
 typedef enum {
@@ -506,7 +531,8 @@ typedef enum {
 struct  Onnx__TypeProto
 {
   ProtobufCMessage base;
-  char *denotation;
+  protobuf_c_boolean has_denotation;
+  ProtobufCBinaryData denotation;
   Onnx__TypeProto__ValueCase value_case;
   union {
     Onnx__TypeProto__Tensor *tensor_type;
@@ -519,7 +545,7 @@ struct  Onnx__TypeProto
 };
 #define ONNX__TYPE_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__type_proto__descriptor) \
-    , NULL, ONNX__TYPE_PROTO__VALUE__NOT_SET, {0} }
+    , 0, {0,NULL}, ONNX__TYPE_PROTO__VALUE__NOT_SET, {0} }
 
 
 /*
@@ -528,22 +554,26 @@ struct  Onnx__TypeProto
 struct  Onnx__FunctionProto
 {
   ProtobufCMessage base;
-  char *name;
+  protobuf_c_boolean has_name;
+  ProtobufCBinaryData name;
   size_t n_input;
-  char **input;
+  ProtobufCBinaryData *input;
   size_t n_output;
-  char **output;
+  ProtobufCBinaryData *output;
   size_t n_attribute;
-  char **attribute;
+  ProtobufCBinaryData *attribute;
   size_t n_attribute_proto;
   Onnx__AttributeProto **attribute_proto;
   size_t n_node;
   Onnx__NodeProto **node;
-  char *doc_string;
+  protobuf_c_boolean has_doc_string;
+  ProtobufCBinaryData doc_string;
   size_t n_opset_import;
   Onnx__OperatorSetIdProto **opset_import;
-  char *domain;
-  char *overload;
+  protobuf_c_boolean has_domain;
+  ProtobufCBinaryData domain;
+  protobuf_c_boolean has_overload;
+  ProtobufCBinaryData overload;
   size_t n_value_info;
   Onnx__ValueInfoProto **value_info;
   size_t n_metadata_props;
@@ -551,7 +581,7 @@ struct  Onnx__FunctionProto
 };
 #define ONNX__FUNCTION_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__function_proto__descriptor) \
-    , NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, NULL, 0,NULL, NULL, NULL, 0,NULL, 0,NULL }
+    , 0, {0,NULL}, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0, {0,NULL}, 0,NULL, 0, {0,NULL}, 0, {0,NULL}, 0,NULL, 0,NULL }
 
 
 /*
@@ -575,21 +605,23 @@ struct  Onnx__TrainingInfoProto
 struct  Onnx__DeviceConfigurationProto
 {
   ProtobufCMessage base;
-  char *name;
+  protobuf_c_boolean has_name;
+  ProtobufCBinaryData name;
   protobuf_c_boolean has_num_devices;
   int32_t num_devices;
   size_t n_device;
-  char **device;
+  ProtobufCBinaryData *device;
 };
 #define ONNX__DEVICE_CONFIGURATION_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__device_configuration_proto__descriptor) \
-    , NULL, 0, 0, 0,NULL }
+    , 0, {0,NULL}, 0, 0, 0,NULL }
 
 
 struct  Onnx__NodeDeviceConfigurationProto
 {
   ProtobufCMessage base;
-  char *configuration_id;
+  protobuf_c_boolean has_configuration_id;
+  ProtobufCBinaryData configuration_id;
   size_t n_sharding_spec;
   Onnx__ShardingSpecProto **sharding_spec;
   protobuf_c_boolean has_pipeline_stage;
@@ -597,13 +629,14 @@ struct  Onnx__NodeDeviceConfigurationProto
 };
 #define ONNX__NODE_DEVICE_CONFIGURATION_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__node_device_configuration_proto__descriptor) \
-    , NULL, 0,NULL, 0, 0 }
+    , 0, {0,NULL}, 0,NULL, 0, 0 }
 
 
 struct  Onnx__ShardingSpecProto
 {
   ProtobufCMessage base;
-  char *tensor_name;
+  protobuf_c_boolean has_tensor_name;
+  ProtobufCBinaryData tensor_name;
   size_t n_device;
   int64_t *device;
   size_t n_index_to_device_group_map;
@@ -613,7 +646,7 @@ struct  Onnx__ShardingSpecProto
 };
 #define ONNX__SHARDING_SPEC_PROTO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&onnx__sharding_spec_proto__descriptor) \
-    , NULL, 0,NULL, 0,NULL, 0,NULL }
+    , 0, {0,NULL}, 0,NULL, 0,NULL, 0,NULL }
 
 
 struct  Onnx__ShardedDimProto
@@ -644,7 +677,7 @@ struct  Onnx__SimpleShardedDimProto
   Onnx__SimpleShardedDimProto__DimCase dim_case;
   union {
     int64_t dim_value;
-    char *dim_param;
+    ProtobufCBinaryData dim_param;
   };
 };
 #define ONNX__SIMPLE_SHARDED_DIM_PROTO__INIT \
