@@ -44,8 +44,13 @@ final class ExternalDataResolver {
     /// An attacker gains at most this much over what is on disk.
     static let sharingSlack = 16 << 20
 
-    init(modelFile: String) {
+    /// False: tensors keep their `external_data` entries but no file is
+    /// opened, hashed or mapped (``ModelReader/externalDataLocations(path:)``).
+    let resolves: Bool
+
+    init(modelFile: String, resolving: Bool = true) {
         self.modelFile = modelFile
+        self.resolves = resolving
     }
 
     deinit {
@@ -172,6 +177,7 @@ final class ExternalDataResolver {
     /// 2 GB of weights (each materialised on its own by passes, `check` and
     /// the writer) from a 1 MiB file. Called once all tensors are resolved.
     func checkReferencedTotal() throws {
+        guard resolves else { return }
         var held = 0
         for file in filesByIdentity.values {
             let (sum, overflow) = held.addingReportingOverflow(file.size)

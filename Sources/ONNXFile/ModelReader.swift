@@ -23,6 +23,20 @@ public enum ModelReader {
     ///   tensor whose data does not match its shape, unsafe or broken
     ///   external data.
     public static func read(path: String) throws -> Model {
+        try read(path: path, resolvingExternalData: true)
+    }
+
+    /// The data files the model at `path` names (as ``externalDataFiles(of:modelPath:)``
+    /// gives them), read without opening, hashing or mapping any of them:
+    /// the writer asks this of an output it is about to replace, whose data
+    /// may be large and is not going to be used. Nil when `path` does not
+    /// read as a model.
+    static func externalDataLocations(path: String) -> [String]? {
+        guard let model = try? read(path: path, resolvingExternalData: false) else { return nil }
+        return externalDataFiles(of: model, modelPath: path)
+    }
+
+    private static func read(path: String, resolvingExternalData: Bool) throws -> Model {
         // Opened once, without blocking (a FIFO put in the model's place
         // would otherwise hold the open forever), and checked on the
         // descriptor, so what is checked is what is mapped.
@@ -45,7 +59,7 @@ public enum ModelReader {
         let file = try MappedFile(owning: fd, displayName: path)
         guard file.size > 0 else { throw ModelFileError(file: path, "is empty") }
         return try decode(UnsafeRawBufferPointer(start: file.base, count: file.size), name: path,
-                          externalDataDirectoryOf: path) { offset, length in
+                          externalDataDirectoryOf: path, resolvingExternalData: resolvingExternalData) { offset, length in
             MappedSlice(file: file, offset: offset, length: length).buffer
         }
     }
@@ -74,6 +88,7 @@ public enum ModelReader {
     /// Unpacks and decodes. `payload` makes the buffer for a payload that
     /// ``Compaction`` left in `bytes`.
     static func decode(_ bytes: UnsafeRawBufferPointer, name path: String, externalDataDirectoryOf modelPath: String,
+                       resolvingExternalData: Bool = true,
                        payload: (_ offset: Int, _ length: Int) -> ByteBuffer) throws -> Model {
         // Preferred: unpack a compacted copy and borrow tensor payloads from
         // `bytes` (no copy). Fallback: unpack the bytes as they are.
@@ -104,7 +119,7 @@ public enum ModelReader {
         guard unpacked.pointee.has_ir_version != 0 else {
             throw ModelFileError(file: path, "is not an ONNX model: it has no ir_version")
         }
-        let external = ExternalDataResolver(modelFile: modelPath)
+        let external = ExternalDataResolver(modelFile: modelPath, resolving: resolvingExternalData)
         let decoder = ProtoDecoder(owner: tree, external: external, fileName: path, slices: slices)
         let model = try decoder.model(unpacked)
         try external.checkReferencedTotal()

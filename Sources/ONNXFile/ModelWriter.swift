@@ -215,9 +215,9 @@ extension ModelWriter {
     /// replaced along with the model. A file that does not read as a model
     /// has none.
     static func replacedOutputDataFiles(_ path: String) -> [String] {
-        guard let old = try? ModelReader.read(path: path) else { return [] }
+        guard let files = ModelReader.externalDataLocations(path: path) else { return [] }
         let stem = baseName(of: path)
-        return ModelReader.externalDataFiles(of: old, modelPath: path).filter { file in
+        return files.filter { file in
             guard parentDirectory(of: file) == parentDirectory(of: path) else { return false }
             let name = baseName(of: file)
             if name == stem + ".data" { return true }

@@ -365,7 +365,7 @@ struct ProtoDecoder {
             tensor.unknownFields.fields.remove(at: marker)
             tensor.rawData = slices[index]
         }
-        if tensor.location == .external {
+        if tensor.location == .external, external.resolves {
             tensor.externalBytes = try external.resolve(tensor)
         }
         try TensorValidation.check(tensor, file: fileName)

@@ -123,6 +123,23 @@ import Glibc
         #expect(names == ["out.onnx.data", "out.onnx-1.data", "out.onnx.data"])
     }
 
+    /// The old output is read for its data file names only: a data file
+    /// that no longer matches it (truncated here, so the old model would not
+    /// load) still gets the protection — the new data takes the other name.
+    @Test func aDamagedOldOutputsDataFileIsStillNotOverwrittenInPlace() throws {
+        let scratch = ScratchDirectory()
+        let out = scratch.file("out.onnx")
+        let first = try runBnfold([Self.resnet, "-o", out, "--external-data", "external"])
+        #expect(first.status == 0, "\(first.stderr)")
+        try Data("short".utf8).write(to: URL(fileURLWithPath: scratch.file("out.onnx.data")))
+        #expect(try runBnfold(["check", out, out]).status == 2)   // the old output no longer loads
+        let second = try runBnfold([Self.resnet, "-o", out, "--external-data", "external", "--json"])
+        #expect(second.status == 0, "\(second.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(second.stdout.utf8)) as? [String: Any])
+        #expect((object["written"] as? [String: Any])?["external_data_file"] as? String == "out.onnx-1.data")
+        #expect(scratch.contents() == ["out.onnx", "out.onnx-1.data"])
+    }
+
     /// Two different models written to one `-o` at the same time, many
     /// rounds: the result is always one of them, whole, with its own data.
     @Test func concurrentWritersNeverMixModelAndData() throws {
