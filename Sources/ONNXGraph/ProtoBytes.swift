@@ -1,3 +1,5 @@
+import Foundation
+
 /// Names as the bytes they are.
 ///
 /// ONNX declares names, op types, domains and doc strings as protobuf
@@ -24,9 +26,12 @@
 /// scalar as the byte it stands for (`\xff`, see
 /// ``Swift/String/escapedForTerminal``).
 ///
-/// One caveat: Swift's `==` compares strings by canonical equivalence, so
-/// two names that are distinct valid UTF-8 but canonically equivalent
-/// (precomposed "é" and "e" + U+0301) still compare equal as `String`s.
+/// - **Text not in NFC is taken as raw bytes.** Swift's `==` compares
+///   strings by canonical equivalence, so precomposed "é" and "e" + U+0301
+///   would be equal `String`s; a name whose decoded text is not in
+///   Normalization Form C keeps its ASCII and has every other byte mapped
+///   to a reserved scalar instead (printed as `\xNN`), so distinct bytes
+///   stay distinct names.
 public enum ProtoBytes {
     /// The first of the 256 reserved scalars: raw byte `b` is `rawByteBase + b`.
     public static let rawByteBase: UInt32 = 0x10FF00
@@ -81,7 +86,22 @@ public enum ProtoBytes {
     }
 
     static func string(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
-        // Fast path: ordinary names are valid UTF-8 without reserved scalars.
+        // Fast path: most names are ASCII, which no normalization changes.
+        if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+        let text = decoded(bytes)
+        // Swift's `==` is canonical equivalence: "é" and "e" + U+0301 are
+        // equal Strings though their bytes differ. A string already in NFC is
+        // equivalent only to itself (the reserved scalars are inert: private
+        // use, combining class 0, no decomposition), so text stays text only
+        // when it is in NFC; otherwise every byte past ASCII is taken as raw
+        // (ASCII stays: with no combining mark left, the result is in NFC).
+        if text.unicodeScalars.elementsEqual(text.precomposedStringWithCanonicalMapping.unicodeScalars) { return text }
+        var raw = String.UnicodeScalarView()
+        for b in bytes { raw.append(b < 0x80 ? Unicode.Scalar(b) : scalar(forRawByte: b)) }
+        return String(raw)
+    }
+
+    private static func decoded(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
         if !containsReserved(bytes), let valid = String(validating: bytes, as: UTF8.self) {
             return valid
         }

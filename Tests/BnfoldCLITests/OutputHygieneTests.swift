@@ -25,7 +25,11 @@ import TestSupport
     /// `X(\xff) → Conv(name n\xff, weight w\xff) → BN(name n\xfe, scale w\xfe) → Y(\xfe)`:
     /// names that differ only in a byte that is not UTF-8. Repaired to
     /// U+FFFD, the weight and the scale, and the input and output, were the same name.
-    static func invalidUTF8Model() -> Model {
+    static func invalidUTF8Model() -> Model { twinNamesModel([0xFF], [0xFE]) }
+
+    /// The same model with names `x`, `w`, `n` followed by `first` (input,
+    /// weight, Conv) or `second` (output, scale, BN).
+    static func twinNamesModel(_ first: [UInt8], _ second: [UInt8]) -> Model {
         var fixture = ConvBNFixture(ConvBNSpec())
         var g = fixture.graph
         func rename(_ old: String, _ new: String) {
@@ -38,12 +42,12 @@ import TestSupport
             for i in g.outputs.indices where g.outputs[i].name == old { g.outputs[i].name = new }
         }
         let names = fixture.names
-        rename(names.input, String(protoBytes: [0x78, 0xFF]))
-        rename(names.output, String(protoBytes: [0x78, 0xFE]))
-        rename(names.weight, String(protoBytes: [0x77, 0xFF]))
-        rename(names.scale, String(protoBytes: [0x77, 0xFE]))
-        g.nodes[0].name = String(protoBytes: [0x6E, 0xFF])
-        g.nodes[1].name = String(protoBytes: [0x6E, 0xFE])
+        rename(names.input, String(protoBytes: [0x78] + first))
+        rename(names.output, String(protoBytes: [0x78] + second))
+        rename(names.weight, String(protoBytes: [0x77] + first))
+        rename(names.scale, String(protoBytes: [0x77] + second))
+        g.nodes[0].name = String(protoBytes: [0x6E] + first)
+        g.nodes[1].name = String(protoBytes: [0x6E] + second)
         fixture.model.graph = g
         return fixture.model
     }
@@ -159,6 +163,23 @@ import TestSupport
         // Printed, an invalid byte shows as the byte.
         let inspect = try runBnfold(["inspect", input])
         #expect(inspect.stdout.contains("  n\\xfe (after Conv 'n\\xff'): would fold"), "\(inspect.stdout)")
+    }
+
+    /// "xé" and "xe" + U+0301 are equal Swift Strings (canonical
+    /// equivalence) but different names: the model is valid and folds.
+    @Test func canonicallyEquivalentNamesAreDistinct() throws {
+        let scratch = ScratchDirectory()
+        let input = scratch.file("nfd.onnx")
+        let composed = Array("\u{E9}".utf8), decomposed = Array("e\u{301}".utf8)
+        _ = try ModelWriter.write(Self.twinNamesModel(composed, decomposed), to: input)
+        let out = scratch.file("out.onnx")
+        let r = try runBnfold([input, "-o", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("BatchNormalization: 1 found, 1 folded, 0 kept"), "\(r.stdout)")
+        let folded = try #require(try ModelReader.read(path: out).graph)
+        #expect(folded.inputs.first?.name?.protoBytes == [0x78] + composed)
+        #expect(folded.outputs.first?.name?.protoBytes == [0x78] + decomposed)
+        #expect(folded.nodes.first?.name == "n\u{E9}")
     }
 
     @Test func nulInANameSurvivesReadAndWrite() throws {

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import ONNXGraph
 import TestSupport
@@ -94,8 +95,27 @@ struct ProtoBytesTests {
                 Unicode.Scalar(UInt32.random(in: 0..<ProtoBytes.rawByteBase, using: &rng))
             }
             let text = String(String.UnicodeScalarView(scalars))
-            #expect(Array(String(protoBytes: Array(text.utf8)).unicodeScalars) == scalars)
+            let read = String(protoBytes: Array(text.utf8))
+            #expect(read.protoBytes == Array(text.utf8))
+            if Array(text.precomposedStringWithCanonicalMapping.unicodeScalars) == scalars {
+                #expect(Array(read.unicodeScalars) == scalars)   // text in NFC stays text
+            } else {
+                #expect(read.unicodeScalars.allSatisfy { $0.isASCII || ProtoBytes.rawByte($0) != nil })   // otherwise raw bytes
+            }
         }
+    }
+
+    @Test("Canonically equivalent but distinct names stay distinct (Swift's == would equate them)")
+    func canonicalEquivalentsStayDistinct() {
+        let composed = Array("caf\u{E9}".utf8), decomposed = Array("cafe\u{301}".utf8)
+        #expect("caf\u{E9}" == "cafe\u{301}")   // why this test exists
+        let a = String(protoBytes: composed), b = String(protoBytes: decomposed)
+        #expect(a != b)
+        #expect(a == "caf\u{E9}")
+        #expect(a.protoBytes == composed)
+        #expect(b.protoBytes == decomposed)
+        #expect(Set([a, b]).count == 2)
+        #expect(b.escapedForTerminal == "cafe\\xcc\\x81")
     }
 
     @Test("Invalid bytes become the reserved scalar of the byte")
