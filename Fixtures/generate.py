@@ -1047,6 +1047,33 @@ def count_main_bn(path: Path) -> int:
     return sum(n.op_type == "BatchNormalization" for n in m.graph.node)
 
 
+def unnamed_nodes_fixture():
+    """Three Conv -> BN -> Relu blocks and a Conv -> BN whose Conv output an
+    Add also reads, with no node names at all (as hand-built and converted
+    models often are): reports name nodes `OpType#index` by their position
+    in this file, however the folds move them. Its own generator, so the
+    file does not depend on the order fixtures are made in."""
+    rng = np.random.default_rng(SEED + 13)
+    nodes, inits, x, cin = [], [], "X", 3
+    for i in range(4):
+        k = 3 if i < 3 else 1
+        inits.append(tensor(f"W{i}", conv_weight(4, cin, (k, k), rng)))
+        nodes.append(helper.make_node("Conv", [x, f"W{i}"], [f"c{i}"], **conv_attrs(2, k=k, pad=(k - 1) // 2)))
+        stats = bn_stats(4, rng)
+        for key in ("scale", "B", "mean", "var"):
+            inits.append(tensor(f"{key}{i}", stats[key]))
+        nodes.append(helper.make_node("BatchNormalization", [f"c{i}", f"scale{i}", f"B{i}", f"mean{i}", f"var{i}"], [f"n{i}"]))
+        if i < 3:
+            nodes.append(helper.make_node("Relu", [f"n{i}"], [f"r{i}"]))
+            x, cin = f"r{i}", 4
+    nodes.append(helper.make_node("Add", ["n3", "c3"], ["Y"]))
+    g = helper.make_graph(nodes, "unnamed_nodes", [vi("X", np.float32, ["N", 3, 8, 8])],
+                          [vi("Y", np.float32, ["N", 4, 8, 8])], inits)
+    save(make_model(g), "unnamed_nodes.onnx")
+    entry("unnamed_nodes.onnx", "onnx.helper", 4, 3, {"ProducerHasOtherUses": 1},
+          "no node has a name: reports must number them as the file does (BNs #1, #4, #7, #10)")
+
+
 def main():
     os.chdir(OUT.parent)
     random.seed(SEED)
@@ -1055,6 +1082,7 @@ def main():
     bad_fixtures()
     pattern_fixtures()
     torch_pattern_fixtures()
+    unnamed_nodes_fixture()
     ort_notes = {}
     for e in MANIFEST:
         p = OUT / e["file"]

@@ -154,6 +154,7 @@ struct ProtoDecoder {
         let p = g.pointee
         var graph = Graph()
         graph.nodes = try messages(p.n_node, p.node, node)
+        for i in graph.nodes.indices { graph.nodes[i].origin = NodeOrigin(index: i) }
         graph.name = string(p.has_name, p.name)
         graph.initializers = try messages(p.n_initializer, p.initializer, tensor)
         graph.sparseInitializers = try messages(p.n_sparse_initializer, p.sparse_initializer, sparseTensor)

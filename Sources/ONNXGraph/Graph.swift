@@ -26,7 +26,13 @@ public struct Graph: Equatable {
     public init(name: String? = nil, nodes: [Node] = [], inputs: [ValueInfo] = [], outputs: [ValueInfo] = [],
                 initializers: [Tensor] = []) {
         self.name = name
-        self.nodes = nodes
+        // Nodes without an origin get their position here: a graph built in
+        // memory numbers its unnamed nodes as a read one does.
+        self.nodes = nodes.enumerated().map { i, node in
+            var node = node
+            if node.origin.index == nil { node.origin.index = i }
+            return node
+        }
         self.inputs = inputs
         self.outputs = outputs
         self.initializers = initializers

@@ -17,6 +17,8 @@ public struct Node: Equatable {
     public var metadataProps: [StringPair] = []
     public var deviceConfigurations: [NodeDeviceConfiguration] = []
     public var unknownFields = UnknownFields()
+    /// Where the node came from; not part of the message (ignored by `==`).
+    public var origin = NodeOrigin()
 
     public init(opType: String, inputs: [String], outputs: [String], name: String? = nil,
                 domain: String? = nil, attributes: [Attribute] = []) {
@@ -56,12 +58,37 @@ public struct Node: Equatable {
         return a.ints
     }
 
-    /// How to name this node in messages: its name, or its type and position.
+    /// How to name this node in messages: its name, or its type and its
+    /// position in the graph *as read* (``NodeOrigin/index``) — so the label
+    /// stays the one the input file gives it however passes move nodes
+    /// around — or, for a node made in memory, `index` (its position now).
     public func displayName(index: Int) -> String {
         if let name, !name.isEmpty { return name }
-        return "\(opType)#\(index)"
+        return "\(opType)#\(origin.index ?? index)"
     }
 
     /// Graphs held by this node's attributes (If/Loop/Scan bodies).
     public var subgraphs: [Graph] { attributes.flatMap(\.subgraphs) }
+}
+
+/// Where a node came from: its position in its graph when the model was
+/// read (set by the reader, or by ``Graph/init(name:nodes:inputs:outputs:initializers:)``
+/// for nodes that have none).
+///
+/// An unnamed node is reported as `OpType#index`; taken from the current
+/// position, that label changes as passes remove nodes before it, so a
+/// report would name `BatchNormalization#3` for the input's fourth node, and
+/// joining remarks by label would pair a BN with another's verdict. The
+/// origin keeps the input's numbering through every edit.
+///
+/// Not part of the ONNX message: two nodes that differ only in origin are
+/// equal, and the writer does not store it.
+public struct NodeOrigin: Equatable, Hashable, Sendable {
+    /// Position in the graph as read; nil for a node made since.
+    public var index: Int?
+
+    public init(index: Int? = nil) { self.index = index }
+
+    public static func == (_: NodeOrigin, _: NodeOrigin) -> Bool { true }
+    public func hash(into hasher: inout Hasher) {}
 }
