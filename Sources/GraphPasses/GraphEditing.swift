@@ -40,11 +40,11 @@ extension Graph {
             case .initializer(let index):
                 var replaced = tensor
                 replaced.name = initializers[index].name
-                initializers[index] = replaced
+                replaceInitializer(at: index, with: replaced)
                 if context.irVersion >= 4 && context.scope.isMainGraph {
-                    inputs.removeAll { $0.name == rootName }
+                    removeInputs(named: [rootName])
                 }
-                if rootName != name { nodes[node].inputs[slot] = rootName }
+                if rootName != name { setInput(node: node, slot: slot, to: rootName) }
                 return
             case .constantNode(let index):
                 var replaced = tensor
@@ -52,8 +52,8 @@ extension Graph {
                 replaced.name = old.name == "value" ? old.t?.name : nil
                 var attribute = Attribute.tensor("value", replaced)
                 attribute.docString = old.docString
-                nodes[index].attributes = [attribute]
-                if rootName != name { nodes[node].inputs[slot] = rootName }
+                updateNode(index) { $0.attributes = [attribute] }
+                if rootName != name { setInput(node: node, slot: slot, to: rootName) }
                 return
             case .enclosingGraph, .identity:
                 break  // not ours to edit: a local copy below
@@ -61,7 +61,7 @@ extension Graph {
         }
         let newName = context.uniqueName(name + "_bnfold", in: self)
         addInitializer(tensor, named: newName, context: context)
-        nodes[node].inputs[slot] = newName
+        setInput(node: node, slot: slot, to: newName)
     }
 
     /// Appends an initializer. IR < 4 requires every initializer of the
@@ -71,7 +71,7 @@ extension Graph {
     public mutating func addInitializer(_ tensor: Tensor, named name: String, context: PassContext) {
         var t = tensor
         t.name = name
-        initializers.append(t)
+        appendInitializer(t)
         if context.irVersion < 4 && context.scope.isMainGraph {
             inputs.append(ValueInfo(name: name, type: .tensor(t.elementType, dims: t.dims)))
         }
@@ -105,14 +105,10 @@ extension Graph {
             })
             // An Identity's input may be dead now too: look at it next round.
             for i in removable where nodes[i].isOp("Identity") { candidates.formUnion(nodes[i].inputs) }
-            if !removable.isEmpty {
-                nodes = nodes.enumerated().filter { !removable.contains($0.offset) }.map(\.element)
-            }
+            removeNodes(at: removable)
             let deadInitializers = deadNow.filter { initializer(named: $0) != nil }
-            if !deadInitializers.isEmpty {
-                initializers.removeAll { $0.name.map(deadInitializers.contains) ?? false }
-                inputs.removeAll { $0.name.map(deadInitializers.contains) ?? false }
-            }
+            removeInitializers(named: deadInitializers)
+            removeInputs(named: deadInitializers)
         }
         guard !dead.isEmpty else { return }
         valueInfo.removeAll { $0.name.map(dead.contains) ?? false }

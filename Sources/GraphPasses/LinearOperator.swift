@@ -359,22 +359,24 @@ extension Graph {
             addInitializer(bias, named: name, context: context)
             if nodes[index].inputs.count >= 3 {
                 maybeDead.insert(nodes[index].inputs[2])
-                nodes[index].inputs[2] = name
+                setInput(node: index, slot: 2, to: name)
             } else {
-                nodes[index].inputs.append(name)
+                appendInput(node: index, name)
             }
         }
-        if op.kind == .matMul {
-            nodes[index].opType = "Gemm"
-        }
-        if op.kind == .gemm || op.kind == .matMul {
-            if let i = nodes[index].attributes.firstIndex(where: { $0.name == "beta" }) {
-                nodes[index].attributes[i] = .float("beta", 1)
+        updateNode(index) { node in
+            if op.kind == .matMul {
+                node.opType = "Gemm"
             }
-            // Gemm before opset 7 broadcasts C only when asked to.
-            if opset < 7, bias.dims.count < 2, nodes[index].intAttribute("broadcast") != 1 {
-                nodes[index].attributes.removeAll { $0.name == "broadcast" }
-                nodes[index].attributes.append(.int("broadcast", 1))
+            if op.kind == .gemm || op.kind == .matMul {
+                if let i = node.attributes.firstIndex(where: { $0.name == "beta" }) {
+                    node.attributes[i] = .float("beta", 1)
+                }
+                // Gemm before opset 7 broadcasts C only when asked to.
+                if opset < 7, bias.dims.count < 2, node.intAttribute("broadcast") != 1 {
+                    node.attributes.removeAll { $0.name == "broadcast" }
+                    node.attributes.append(.int("broadcast", 1))
+                }
             }
         }
         return maybeDead

@@ -4,24 +4,45 @@
 /// A value type: passes take `inout Graph` and mutate it directly. Queries
 /// about values — who produces one, who uses it, whether it is constant —
 /// go through ``value(named:)``, answered from an index that is built on
-/// first use and dropped whenever `nodes`, `initializers`, `inputs` or
-/// `outputs` change.
+/// first use. The edits in `GraphEdits.swift` (``setInput(node:slot:to:)``,
+/// ``removeNodes(at:)``, ``appendInitializer(_:)``, …) keep that index
+/// current at the cost of what they touch; any other change to `nodes`,
+/// `initializers`, `sparseInitializers`, `inputs` or `outputs` drops it, and
+/// the next query rebuilds it from scratch.
 public struct Graph: Equatable {
     public var name: String?
-    public var nodes: [Node] = [] { didSet { index = GraphIndex() } }
-    public var initializers: [Tensor] = [] { didSet { index = GraphIndex() } }
-    public var sparseInitializers: [SparseTensor] = [] { didSet { index = GraphIndex() } }
+    public var nodes: [Node] {
+        get { storedNodes }
+        _modify { dropIndex(); yield &storedNodes }
+        set { storedNodes = newValue; dropIndex() }
+    }
+    public var initializers: [Tensor] {
+        get { storedInitializers }
+        _modify { dropIndex(); yield &storedInitializers }
+        set { storedInitializers = newValue; dropIndex() }
+    }
+    public var sparseInitializers: [SparseTensor] = [] { didSet { dropIndex() } }
     public var docString: String?
-    public var inputs: [ValueInfo] = [] { didSet { index = GraphIndex() } }
-    public var outputs: [ValueInfo] = [] { didSet { index = GraphIndex() } }
+    public var inputs: [ValueInfo] {
+        get { storedInputs }
+        _modify { dropIndex(); yield &storedInputs }
+        set { storedInputs = newValue; dropIndex() }
+    }
+    public var outputs: [ValueInfo] = [] { didSet { dropIndex() } }
     /// Recorded types of intermediate values.
     public var valueInfo: [ValueInfo] = []
     public var quantizationAnnotations: [TensorAnnotation] = []
     public var metadataProps: [StringPair] = []
     public var unknownFields = UnknownFields()
 
+    var storedNodes: [Node] = []
+    var storedInitializers: [Tensor] = []
+    var storedInputs: [ValueInfo] = []
+
     /// Lazily built use/def index; not part of the message.
     var index = GraphIndex()
+
+    mutating func dropIndex() { index = GraphIndex() }
 
     public init(name: String? = nil, nodes: [Node] = [], inputs: [ValueInfo] = [], outputs: [ValueInfo] = [],
                 initializers: [Tensor] = []) {
@@ -75,7 +96,7 @@ extension Graph {
         let idx = index.built(for: self)
         return Value(
             name: name,
-            producer: idx.producers[name],
+            producer: idx.producers[name].map { ($0.node, $0.output) },
             uses: idx.uses[name] ?? [],
             isGraphInput: idx.inputNames.contains(name),
             isGraphOutput: idx.outputNames.contains(name),
@@ -97,68 +118,103 @@ extension Graph {
 
     /// `base` if no name in the graph equals it, else `base_1`, `base_2`, …
     public func uniqueName(_ base: String, avoiding extra: Set<String> = []) -> String {
-        let taken = allNames
-        if !taken.contains(base) && !extra.contains(base) { return base }
+        let counts = index.built(for: self).nameCounts
+        func taken(_ name: String) -> Bool { counts[name] != nil || extra.contains(name) }
+        if !taken(base) { return base }
         var n = 1
-        while taken.contains("\(base)_\(n)") || extra.contains("\(base)_\(n)") { n += 1 }
+        while taken("\(base)_\(n)") { n += 1 }
         return "\(base)_\(n)"
     }
 }
 
-/// The use/def index of one graph state. A fresh (empty) box replaces it on
-/// every structural change, so a stale index is never read.
+/// The use/def index of one graph state.
+///
+/// Built from scratch on first use after a change it was not told about; the
+/// edits in `GraphEdits.swift` patch it instead (``Graph`` copies share the
+/// box until one of them edits, which then patches its own copy). Names are
+/// counted, not just collected, so that removing the last occurrence of a
+/// name frees it for ``Graph/uniqueName(_:avoiding:)`` exactly as a rebuild
+/// would.
 final class GraphIndex: Equatable, @unchecked Sendable {
-    struct Built {
-        var producers: [String: (node: Int, output: Int)] = [:]
+    struct Producer: Equatable { var node: Int; var output: Int }
+    struct Built: Equatable {
+        var producers: [String: Producer] = [:]
         var uses: [String: [Use]] = [:]
         var inputNames: Set<String> = []
         var outputNames: Set<String> = []
         var initializers: [String: Int] = [:]
-        var allNames: Set<String> = []
-        var captured: Set<String> = []
+        /// Occurrences of every name the graph (and its subgraphs) holds.
+        var nameCounts: [String: Int] = [:]
+        /// Reads (node inputs, graph outputs, captures of subgraphs) and
+        /// definitions (inputs, initializers, node outputs) per name:
+        /// captured names are read and not defined.
+        var readCounts: [String: Int] = [:]
+        var definedCounts: [String: Int] = [:]
+
+        var allNames: Set<String> { Set(nameCounts.keys) }
+        var captured: Set<String> { Set(readCounts.keys.filter { definedCounts[$0] == nil }) }
     }
-    private var built: Built?
+    private(set) var current: Built?
+
+    init() {}
+    init(copying built: Built) { current = built }
 
     func built(for graph: Graph) -> Built {
-        if let built { return built }
+        if let current { return current }
+        let b = GraphIndex.build(graph)
+        current = b
+        return b
+    }
+
+    /// Patches the built index in place (callers make the box unique first).
+    func patch(_ body: (inout Built) -> Void) {
+        guard current != nil else { return }
+        body(&current!)
+    }
+
+    static func build(_ graph: Graph) -> Built {
         var b = Built()
         for (i, t) in graph.initializers.enumerated() {
             if let n = t.name, b.initializers[n] == nil { b.initializers[n] = i }
-            if let n = t.name { b.allNames.insert(n) }
+            if let n = t.name { b.count(n); b.define(n) }
         }
-        for sparse in graph.sparseInitializers { if let n = sparse.values?.name { b.allNames.insert(n) } }
-        for v in graph.inputs { if let n = v.name { b.inputNames.insert(n); b.allNames.insert(n) } }
-        for v in graph.outputs { if let n = v.name { b.outputNames.insert(n); b.allNames.insert(n) } }
-        var defined = b.inputNames.union(b.initializers.keys)
-        defined.formUnion(graph.sparseInitializers.compactMap { $0.values?.name })
-        var read: Set<String> = b.outputNames
+        for sparse in graph.sparseInitializers { if let n = sparse.values?.name { b.count(n); b.define(n) } }
+        for v in graph.inputs { if let n = v.name { b.inputNames.insert(n); b.count(n); b.define(n) } }
+        for v in graph.outputs { if let n = v.name { b.outputNames.insert(n); b.count(n); b.read(n) } }
         for (i, node) in graph.nodes.enumerated() {
             for (slot, input) in node.inputs.enumerated() where !input.isEmpty {
                 b.uses[input, default: []].append(Use(node: i, input: slot))
-                b.allNames.insert(input)
-                read.insert(input)
+                b.count(input); b.read(input)
             }
             var capturedHere: Set<String> = []
             for sub in node.subgraphs {
                 let subIndex = sub.index.built(for: sub)
                 capturedHere.formUnion(subIndex.captured)
-                b.allNames.formUnion(subIndex.allNames)
+                for n in subIndex.nameCounts.keys { b.count(n) }
             }
             for name in capturedHere.sorted() {
                 b.uses[name, default: []].append(Use(node: i, input: nil))
-                read.insert(name)
+                b.read(name)
             }
             for (slot, output) in node.outputs.enumerated() where !output.isEmpty {
-                if b.producers[output] == nil { b.producers[output] = (i, slot) }
-                b.allNames.insert(output)
-                defined.insert(output)
+                if b.producers[output] == nil { b.producers[output] = Producer(node: i, output: slot) }
+                b.count(output); b.define(output)
             }
-            if let n = node.name { b.allNames.insert(n) }
+            if let n = node.name { b.count(n) }
         }
-        b.captured = read.subtracting(defined)
-        built = b
         return b
     }
 
     static func == (lhs: GraphIndex, rhs: GraphIndex) -> Bool { true }
+}
+
+extension GraphIndex.Built {
+    mutating func count(_ name: String, by delta: Int = 1) { Self.add(delta, to: name, in: &nameCounts) }
+    mutating func read(_ name: String, by delta: Int = 1) { Self.add(delta, to: name, in: &readCounts) }
+    mutating func define(_ name: String, by delta: Int = 1) { Self.add(delta, to: name, in: &definedCounts) }
+
+    static func add(_ delta: Int, to name: String, in counts: inout [String: Int]) {
+        let n = (counts[name] ?? 0) + delta
+        counts[name] = n > 0 ? n : nil
+    }
 }

@@ -270,13 +270,13 @@ public struct FoldBatchNorm: GraphPass {
         var candidates = graph.apply(fold.rewrite, to: op, context: context, opset: opset)
         candidates.insert(graph.nodes[op.node].outputs[0])
         // The producer now computes the BN's output, under the BN's name.
-        graph.nodes[op.node].outputs[0] = bn.outputs[0]
-        var removed = [fold.bn.node]
+        graph.setOutput(node: op.node, slot: 0, to: bn.outputs[0])
+        var removed: Set<Int> = [fold.bn.node]
         if let add = fold.add {
             candidates.formUnion(graph.nodes[add.node].inputs + graph.nodes[add.node].outputs)
-            removed.append(add.node)
+            removed.insert(add.node)
         }
-        for i in removed.sorted(by: >) { graph.nodes.remove(at: i) }
+        graph.removeNodes(at: removed)
         candidates.formUnion(bn.inputs.dropFirst())
         candidates.formUnion(bn.outputs.dropFirst())
         graph.removeDeadValues(candidates, context: context)
