@@ -78,13 +78,32 @@ public struct PassManager {
             iterations += 1
             var round: [ScopedRemark] = []
             for pass in activePasses {
-                if try run(pass, on: &graph, context: context, remarks: &round) { changed = true }
+                if try run(pass, on: &graph, context: context, remarks: &round) {
+                    changed = true
+                    try Self.checkValid(graph, of: model, after: pass)
+                }
             }
             let remarks = round.map { $0.qualified }
             applied += remarks.filter { $0.kind == .applied }
             lastMissed = remarks.filter { $0.kind == .missed }
         }
         return Report(remarks: applied + lastMissed, iterations: iterations, hitIterationCap: changed)
+    }
+
+    /// Debug builds (and so every test) validate the graph after each pass
+    /// that changed it, so a pass that leaves a broken graph is named at
+    /// once instead of by whatever reads the result later. Release builds
+    /// leave it to the writer, which validates before writing.
+    static func checkValid(_ graph: Graph, of model: Model, after pass: any GraphPass) throws {
+        #if DEBUG
+        var probe = model
+        probe.graph = graph
+        do {
+            try probe.validate()
+        } catch let error as ModelValidationError {
+            throw PassError(pass: pass.name, "pass \(pass.name) left an invalid graph: \(error.message)")
+        }
+        #endif
     }
 
     /// A remark of the current round and the scope path of the graph it is about.

@@ -44,8 +44,17 @@ public struct WriteOptions: Sendable {
     /// applies), typically the input model's, as `cp` does; an existing
     /// output keeps its own mode and owner. Nil: 0644.
     public var newFileMode: UInt32?
+    /// Check the model with `Model.validate()` before writing anything, and
+    /// refuse to write one that fails: a pass that drops a node without
+    /// rewiring its readers must not turn into a file that no runtime loads.
+    /// Off only for tools that mean to write invalid models (test and fuzz
+    /// generators).
+    public var validatesModel = true
 
-    public init(externalData: ExternalDataMode = .keep) { self.externalData = externalData }
+    public init(externalData: ExternalDataMode = .keep, validatesModel: Bool = true) {
+        self.externalData = externalData
+        self.validatesModel = validatesModel
+    }
 }
 
 /// What the writer did.
@@ -72,6 +81,13 @@ public struct WriteSummary: Sendable {
 /// with external data instead of as a corrupt file.
 public enum ModelWriter {
     public static func write(_ model: Model, to outputPath: String, options: WriteOptions = WriteOptions()) throws -> WriteSummary {
+        if options.validatesModel {
+            do {
+                try model.validate()
+            } catch let error as ModelValidationError {
+                throw ModelFileError(file: outputPath, "not written: the model is not valid: \(error.message)")
+            }
+        }
         let target = try OutputTarget.resolve(outputPath, displayName: outputPath)
         switch target {
         case .stream(let fd, let owned):
