@@ -2,8 +2,8 @@
 # Writes dist/bnfold-VERSION-linux-ARCH.tar.gz, the tree `make install` lays
 # down (bin/bnfold, share/man/man1/bnfold.1) under one top-level folder, and
 # a .sha256 beside it in the format `sha256sum -c` reads. VERSION is what the
-# binary's --version prints. The archive is reproducible: sorted names,
-# owner 0, and every mtime set to the last commit's time.
+# binary's --version prints. The archive depends only on the files in it and
+# the last commit's time (sorted names, owner 0, that time as every mtime).
 #
 # Usage: scripts/make-dist.sh SHIP_DIR OUT_DIR
 set -euo pipefail
