@@ -102,6 +102,8 @@ expect "the wheel installs offline (pip install --no-index --find-links dist/)" 
     env -u PIP_FIND_LINKS "$venv/bin/pip" install -q --disable-pip-version-check --no-index --find-links dist "bnfold==$version"
 echo "== installing the test tools (python/tests/requirements.txt) into the venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r python/tests/requirements.txt || not_ok "pip install pytest"
+expect "the installed package type-checks (mypy --strict -p bnfold)" \
+    sh -c "cd '$tmp' && '$venv/bin/python' -m mypy --strict --no-incremental -p bnfold"
 echo "== pytest python/tests in the venv, toolchain hidden"
 expect "python/tests pass against the installed wheel, toolchain hidden" \
     hidden env -u BNFOLD_BINARY PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest -q -p no:cacheprovider python/tests

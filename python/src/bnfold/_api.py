@@ -17,7 +17,7 @@ import signal
 import subprocess
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from ._binary import binary_path
 
@@ -298,13 +298,16 @@ def check(a: PathLike, b: PathLike, **options: OptionValue) -> CheckResult:
 # MARK: running the binary
 
 
-def _build(cls: Any, values: Mapping[str, Any], **given: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def _build(cls: Type[_T], values: Mapping[str, Any], **given: Any) -> _T:
     """A dataclass from the JSON object's keys of the same names (``given`` wins).
 
     A key the report lacks is None (fields that only one rule or mode
     prints); keys the dataclass does not name stay in ``report``.
     """
-    names = (f.name for f in dataclasses.fields(cls) if f.name not in given)
+    names = (f.name for f in dataclasses.fields(cls) if f.name not in given)  # type: ignore[arg-type]
     return cls(**{name: values.get(name) for name in names}, **given)
 
 
