@@ -7,7 +7,8 @@ VENV := .venv-crosscheck
 RELEASE_BIN := .build/release/bnfold
 DEMO_FIXTURE := Fixtures/torch_resnet18.onnx
 
-.PHONY: all deps build release demo test unit-test asan-test crosscheck venv proto bench docs fuzz clean
+.PHONY: all deps build release demo test unit-test asan-test crosscheck venv proto bench docs fuzz clean \
+	static install uninstall dist wheel package-test
 
 all: release
 
@@ -27,9 +28,10 @@ demo: release
 	  $(RELEASE_BIN) $(DEMO_FIXTURE) -o $$out/resnet18-fused.onnx && \
 	  rm -rf "$$out"
 
-# The whole suite: Swift tests, the same under AddressSanitizer, then the
-# onnxruntime cross-check of every fixture.
-test: unit-test asan-test crosscheck
+# The whole suite: Swift tests, the same under AddressSanitizer, the
+# onnxruntime cross-check of every fixture, then the shipped packages
+# (install tree, tarball, wheel) run with the toolchain hidden.
+test: unit-test asan-test crosscheck package-test
 
 unit-test: deps
 	$(SWIFT) build --build-tests
@@ -95,5 +97,45 @@ FUZZ_JOBS ?= 1
 fuzz: deps
 	bash Fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_JOBS)
 
+# MARK: Packaging
+# The shipped binary is a separate release build (its own scratch path, so
+# `make release` and the tests are not rebuilt): the Swift standard library,
+# Foundation, libprotobuf-c and OpenBLAS linked statically, stripped; it needs
+# only glibc, libstdc++ and libgcc_s at run time (scripts/build-static.sh).
+PREFIX ?= /usr/local
+DESTDIR ?=
+STATIC_BUILD := .build-static
+SHIP := $(STATIC_BUILD)/ship
+DIST := dist
+
+static: deps
+	@SWIFT=$(SWIFT) bash scripts/build-static.sh $(STATIC_BUILD)
+
+# The binary and its man page (made from its --help), nothing else.
+install: static
+	install -d "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(PREFIX)/share/man/man1"
+	install -m 0755 $(SHIP)/bnfold "$(DESTDIR)$(PREFIX)/bin/bnfold"
+	install -m 0644 $(SHIP)/bnfold.1 "$(DESTDIR)$(PREFIX)/share/man/man1/bnfold.1"
+
+uninstall:
+	rm -f "$(DESTDIR)$(PREFIX)/bin/bnfold" "$(DESTDIR)$(PREFIX)/share/man/man1/bnfold.1"
+
+# dist/bnfold-VERSION-linux-ARCH.tar.gz (the install tree) and its .sha256.
+dist: static
+	@bash scripts/make-dist.sh $(SHIP) $(DIST)
+
+# dist/bnfold-VERSION-py3-none-linux_ARCH.whl: the static binary, the
+# `bnfold` console script and the Python API (python/). pip fetches the
+# build backend (hatchling, pinned in python/pyproject.toml) from PyPI.
+wheel: static
+	@mkdir -p $(DIST) && rm -f $(DIST)/bnfold-*.whl
+	BNFOLD_BINARY=$(CURDIR)/$(SHIP)/bnfold $(PYTHON) -m pip wheel -q --no-deps --disable-pip-version-check \
+	  --wheel-dir $(DIST) ./python
+	@ls -1 $(DIST)/bnfold-*.whl
+
+# Builds all three and runs each with /opt/swift hidden (scripts/package-test.sh).
+package-test: deps
+	@SWIFT=$(SWIFT) PYTHON=$(PYTHON) MAKE="$(MAKE)" bash scripts/package-test.sh
+
 clean:
-	rm -rf .build $(ASAN_BUILD) $(VENV)
+	rm -rf .build $(ASAN_BUILD) $(STATIC_BUILD) $(VENV) $(DIST) python/build

@@ -4,7 +4,11 @@
 # when everything is there).
 set -euo pipefail
 
-packages=(libprotobuf-c-dev libopenblas-dev pkg-config)
+# libgfortran-N-dev (N: the system GCC's major version) holds libgfortran.a,
+# which the static OpenBLAS of `make install`/`dist`/`wheel` needs; binutils
+# strips that binary.
+gcc_major=$(gcc -dumpversion 2>/dev/null | cut -d. -f1)
+packages=(libprotobuf-c-dev libopenblas-dev pkg-config binutils "libgfortran-${gcc_major:-12}-dev")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
