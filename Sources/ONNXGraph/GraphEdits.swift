@@ -153,8 +153,11 @@ extension Graph {
     /// Applies `body` to this graph's own copy of the built index (if one is
     /// built), then, in debug builds, checks it against a rebuild.
     mutating func patchIndex(checking: Bool = true, _ body: (inout GraphIndex.Built) -> Void) {
-        guard let current = index.current else { return }
-        if !isKnownUniquelyReferenced(&index) { index = GraphIndex(copying: current) }
+        // No local copy of the built index may live across the patch: it
+        // would share the dictionaries' storage and make every patch copy
+        // them whole.
+        guard index.current != nil else { return }
+        if !isKnownUniquelyReferenced(&index) { index = GraphIndex(copying: index.current!) }
         index.patch(body)
         if checking { checkIndex() }
     }

@@ -67,6 +67,18 @@ private struct GraphValidator {
     let path: String
     /// Names visible from enclosing graphs.
     let outer: Set<String>
+    /// Declared types by value name (graph inputs first, then value_info),
+    /// looked up per node: a scan per node made validation quadratic.
+    let declared: [String: ValueInfo]
+
+    init(graph: Graph, path: String, outer: Set<String>) {
+        self.graph = graph
+        self.path = path
+        self.outer = outer
+        var declared: [String: ValueInfo] = [:]
+        for v in graph.inputs + graph.valueInfo { if let n = v.name, declared[n] == nil { declared[n] = v } }
+        self.declared = declared
+    }
 
     func nodeLabel(_ index: Int) -> String {
         let node = graph.nodes[index]
@@ -209,7 +221,7 @@ private struct GraphValidator {
             }
         }
         if node.opType == "Conv" || node.opType == "ConvTranspose", node.inputs.count > 1,
-           let weight = graph.initializers.first(where: { $0.name == node.inputs[1] }), weight.dims.count >= 3 {
+           let weight = graph.initializer(named: node.inputs[1]), weight.dims.count >= 3 {
             let spatial = Array(weight.dims.dropFirst(2))
             if node.attribute("kernel_shape") != nil, ints("kernel_shape") != spatial {
                 try refuse("kernel_shape", ints("kernel_shape"), "the weight '\(weight.name ?? "")' has spatial dims \(spatial)")
@@ -242,12 +254,12 @@ private struct GraphValidator {
         guard autoPad == "NOTSET" || autoPad == "VALID" else { return }
         var kernel = node.attribute("kernel_shape")?.ints ?? []
         if kernel.isEmpty, node.inputs.count > 1,
-           let weight = graph.initializers.first(where: { $0.name == node.inputs[1] }), weight.dims.count >= 3 {
+           let weight = graph.initializer(named: node.inputs[1]), weight.dims.count >= 3 {
             kernel = Array(weight.dims.dropFirst(2))
         }
         let name = node.inputs[0]
         guard !kernel.isEmpty,
-              let info = (graph.inputs + graph.valueInfo).first(where: { $0.name == name }),
+              let info = declared[name],
               let dims = info.type?.tensorType?.shape?.dims, dims.count == kernel.count + 2 else { return }
         let dilations = node.attribute("dilations")?.ints ?? []
         let pads = autoPad == "VALID" ? [] : (node.attribute("pads")?.ints ?? [])
