@@ -30,7 +30,7 @@ struct Check: ParsableCommand {
     @Option(name: .customLong("input"), help: ArgumentHelp("An input tensor from a file (.npy or TensorProto .pb).", valueName: "name=file"))
     var inputs: [String] = []
 
-    @Option(name: .customLong("input-shape"), help: ArgumentHelp("The shape of a random input, e.g. x=1,3,224,224.", valueName: "name=dims"))
+    @Option(name: .customLong("input-shape"), help: ArgumentHelp("The shape of a random input, e.g. x=1,3,224,224 (or x:1,3,224,224, as onnxsim and trtexec write it).", valueName: "name=dims"))
     var inputShapes: [String] = []
 
     @Option(help: "Random input sets to compare on (inputs given as files are the same in each).")
@@ -39,10 +39,12 @@ struct Check: ParsableCommand {
     @Option(help: "Seed of the random inputs.")
     var seed: UInt64 = 0
 
-    @Option(help: "Relative tolerance (with --atol: the rule |B − A| ≤ atol + rtol·|A|; a missing one is 0).")
+    // `.unconditional`: "--atol -1" is a value (refused by validate with a
+    // reason), not a missing value followed by an unknown option.
+    @Option(parsing: .unconditional, help: "Relative tolerance (with --atol: the rule |B − A| ≤ atol + rtol·|A|; a missing one is 0).")
     var rtol: Double?
 
-    @Option(help: "Absolute tolerance (see --rtol).")
+    @Option(parsing: .unconditional, help: "Absolute tolerance (see --rtol).")
     var atol: Double?
 
     @Flag(help: "Print the report as one JSON object on stdout.")
@@ -64,6 +66,17 @@ struct Check: ParsableCommand {
         rtol == nil && atol == nil ? .standard : .explicit(rtol: rtol ?? 0, atol: atol ?? 0)
     }
 
+    /// `NAME=d,d,…`, or `NAME:d,d,…` as onnxsim, onnxslim and trtexec take it.
+    /// With no `=`, the split is at the last `:`, so TensorFlow names such
+    /// as `input_1:0` work too (`input_1:0:1,3,224,224`).
+    static func splitShape(_ text: String) throws -> (String, String) {
+        if !text.contains("="), let colon = text.lastIndex(of: ":"), colon != text.startIndex,
+           text.index(after: colon) != text.endIndex {
+            return (String(text[..<colon]), String(text[text.index(after: colon)...]))
+        }
+        return try split(text, option: "--input-shape")
+    }
+
     static func split(_ text: String, option: String) throws -> (String, String) {
         guard let eq = text.firstIndex(of: "="), eq != text.startIndex, text.index(after: eq) != text.endIndex else {
             throw ValidationError("\(option) '\(text)' must have the form NAME=VALUE")
@@ -74,7 +87,7 @@ struct Check: ParsableCommand {
     func parsedShapes() throws -> [String: [Int]] {
         var result: [String: [Int]] = [:]
         for item in inputShapes {
-            let (name, dims) = try Check.split(item, option: "--input-shape")
+            let (name, dims) = try Check.splitShape(item)
             var shape: [Int] = []
             for part in dims.split(separator: ",", omittingEmptySubsequences: false) {
                 guard let d = Int(part.trimmingCharacters(in: .whitespaces)), d >= 0, d <= Int(Int32.max) else {

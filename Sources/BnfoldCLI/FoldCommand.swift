@@ -201,7 +201,8 @@ struct PassOptions: ParsableArguments {
             try list.split(separator: ",", omittingEmptySubsequences: false).map { part in
                 let name = part.trimmingCharacters(in: .whitespaces)
                 guard BuiltinPasses.named(name) != nil else {
-                    throw ValidationError("\(option): unknown pass '\(name)'; 'bnfold passes' lists them")
+                    let hint = closestPassName(to: name).map { " (did you mean '\($0)'?)" } ?? ""
+                    throw ValidationError("\(option): unknown pass '\(name)'\(hint); 'bnfold passes' lists them")
                 }
                 return name
             }
@@ -354,5 +355,43 @@ struct MemoryOptions: ParsableArguments {
         } catch let error as MemoryBudgetError {
             throw ModelFileError(file: MemoryBudget.environmentVariable, error.description)
         }
+    }
+}
+
+/// The built-in pass whose name is nearest to `name` (edit distance at most
+/// a third of its length, or a prefix/abbreviation match), for the
+/// "did you mean" of an unknown `--passes`/`--disable` entry.
+func closestPassName(to name: String) -> String? {
+    func distance(_ a: [Character], _ b: [Character]) -> Int {
+        var row = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var previous = row[0]
+            row[0] = i + 1
+            for (j, y) in b.enumerated() {
+                let current = row[j + 1]
+                row[j + 1] = min(row[j] + 1, row[j + 1] + 1, previous + (x == y ? 0 : 1))
+                previous = current
+            }
+        }
+        return row[b.count]
+    }
+    let names = BuiltinPasses.all.map(\.name)
+    let scored = names.map { ($0, distance(Array(name.lowercased()), Array($0))) }.sorted { $0.1 < $1.1 }
+    if let best = scored.first, best.1 <= max(2, best.0.count / 3) { return best.0 }
+    // fold-bn → fold-batchnorm: each word an abbreviation of the
+    // candidate's (same first letter, its letters in order).
+    func abbreviates(_ short: Substring, _ long: Substring) -> Bool {
+        guard short.first == long.first else { return false }
+        var rest = long[...]
+        for c in short {
+            guard let i = rest.firstIndex(of: c) else { return false }
+            rest = rest[rest.index(after: i)...]
+        }
+        return true
+    }
+    let words = name.lowercased().split(separator: "-")
+    return names.first { candidate in
+        let parts = candidate.split(separator: "-")
+        return parts.count == words.count && zip(words, parts).allSatisfy { abbreviates($0, $1) }
     }
 }

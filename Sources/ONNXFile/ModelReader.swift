@@ -114,10 +114,10 @@ public enum ModelReader {
         }
         let tree = UnpackedModel(unpacked)
         guard unpacked.pointee.graph != nil else {
-            throw ModelFileError(file: path, "is not an ONNX model: it is protobuf, but has no graph")
+            throw ModelFileError(file: path, WireScan.foreignFormat(bytes) ?? "is not an ONNX model: it is protobuf, but has no graph")
         }
         guard unpacked.pointee.has_ir_version != 0 else {
-            throw ModelFileError(file: path, "is not an ONNX model: it has no ir_version")
+            throw ModelFileError(file: path, WireScan.foreignFormat(bytes) ?? "is not an ONNX model: it has no ir_version")
         }
         let external = ExternalDataResolver(modelFile: modelPath, resolving: resolvingExternalData)
         let decoder = ProtoDecoder(owner: tree, external: external, fileName: path, slices: slices)
@@ -139,8 +139,24 @@ final class UnpackedModel {
 /// walks the wire format itself to find the first thing that is wrong.
 enum WireScan {
     static func diagnose(_ bytes: UnsafeRawBufferPointer) -> String {
+        if let format = foreignFormat(bytes) { return format }
         if let problem = firstProblem(bytes) { return problem }
         return "is not an ONNX model: protobuf cannot decode it as a ModelProto (a field has the wrong type or a nested message is malformed)"
+    }
+
+    /// Formats people pass by mistake, recognised by their first bytes (some
+    /// of them even unpack as protobuf, without a graph).
+    static func foreignFormat(_ bytes: UnsafeRawBufferPointer) -> String? {
+        if bytes.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
+            return "is a zip archive, not an ONNX model (a PyTorch .pt/.pth checkpoint is one: export the model with torch.onnx.export first)"
+        }
+        if bytes.starts(with: [0x80]) && bytes.count > 1 && (2...5).contains(bytes[1]) {
+            return "is a Python pickle, not an ONNX model (an old PyTorch checkpoint? export the model with torch.onnx.export first)"
+        }
+        if bytes.starts(with: [0x89, 0x48, 0x44, 0x46]) {
+            return "is an HDF5 file (a Keras .h5 model?), not an ONNX model: convert it with tf2onnx first"
+        }
+        return nil
     }
 
     /// The first malformed or truncated top-level field. A file cut short
