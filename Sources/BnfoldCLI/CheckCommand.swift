@@ -115,7 +115,11 @@ struct Check: ParsableCommand {
             let a = try Check.readModel(modelA)
             let b = try Check.readModel(modelB)
             var given: [String: RuntimeTensor] = [:]
-            for (name, file) in try inputFiles() { given[name] = try InputFile.read(file) }
+            for (name, file) in try inputFiles() {
+                let tensor = try InputFile.read(file)
+                try Check.requireShape(of: tensor, from: file, fits: name, in: a, path: modelA)
+                given[name] = tensor
+            }
             let checker = EquivalenceChecker(a: a, b: b, tolerance: tolerance)
             let report: EquivalenceReport
             let line = ProgressLine.onTerminal()
@@ -147,6 +151,23 @@ struct Check: ParsableCommand {
     /// The progress line's text, e.g. `bnfold check: sample 1/2, A in float64: node 40/176`.
     static func status(_ p: CheckProgress) -> String {
         "bnfold check: sample \(p.sample)/\(p.samples), \(p.run.rawValue): node \(p.node)/\(p.nodes)"
+    }
+
+    /// A given input whose shape the model's declaration rules out is the
+    /// input file's problem: say so naming the file (the runtime's own check
+    /// would name the model).
+    static func requireShape(of tensor: RuntimeTensor, from file: String, fits name: String, in model: Model, path: String) throws {
+        guard let dims = model.graph?.inputs.first(where: { $0.name == name })?.type?.tensorType?.shape?.dims else { return }
+        let declared = dims.map { d -> String in
+            switch d.value { case .value(let v)?: "\(v)"; case .param(let p)?: p; case nil: "?" }
+        }
+        let fits = dims.count == tensor.rank && zip(dims, tensor.shape).allSatisfy { d, n in
+            if case .value(let v)? = d.value { return v == Int64(n) }
+            return true
+        }
+        guard fits else {
+            throw ModelFileError(file: file, "has shape \(tensor.shape), but input '\(name)' of \(path) is [\(declared.joined(separator: ", "))]")
+        }
     }
 
     static func readModel(_ path: String) throws -> Model {

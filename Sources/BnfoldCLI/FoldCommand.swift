@@ -50,6 +50,9 @@ struct Fold: ParsableCommand {
     @Flag(name: .customLong("no-verify"), help: "Do not check the folded model against the original before writing it.")
     var noVerify = false
 
+    @Flag(help: "For CI: exit 1 (after writing the output and the report) when a BatchNormalization is kept or the whole-model check did not pass.")
+    var strict = false
+
     @OptionGroup var memory: MemoryOptions
 
     func validate() throws {
@@ -144,10 +147,28 @@ struct Fold: ParsableCommand {
             } else {
                 print(reportText, terminator: "")
             }
+            if strict, let complaint = Fold.strictComplaint(kept: after.batchNorms, wholeModel: verification.summary.wholeModel) {
+                printError("--strict: \(complaint)")
+                throw ExitStatus.verificationFailed
+            }
         } catch let error as ModelFileError {
             printError(error.description)
             throw ExitStatus.inputError
         }
+    }
+}
+
+extension Fold {
+    /// Why `--strict` fails this run, or nil: a kept BatchNormalization, or
+    /// a whole-model check that did not pass (skipped included — nothing
+    /// folded is a pass only when no BN was there to fold).
+    static func strictComplaint(kept: Int, wholeModel: String) -> String? {
+        var problems: [String] = []
+        if kept > 0 { problems.append("\(kept) BatchNormalization node(s) kept (the report says why)") }
+        if wholeModel != "passed" && wholeModel != "skipped: nothing was folded" {
+            problems.append("the whole-model check \(wholeModel.hasPrefix("skipped") ? "was " + wholeModel : wholeModel)")
+        }
+        return problems.isEmpty ? nil : problems.joined(separator: "; ")
     }
 }
 

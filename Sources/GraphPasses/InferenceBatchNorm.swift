@@ -22,10 +22,10 @@ struct InferenceBatchNorm {
     static func modeProblem(bn index: Int, in graph: Graph, opset: Int64) -> FoldMiss? {
         let bn = graph.nodes[index]
         if opset >= 14, let t = bn.intAttribute("training_mode"), t != 0 {
-            return FoldMiss(.trainingMode, "training_mode = \(t): the output is normalized with batch statistics, which change with every batch")
+            return FoldMiss(.trainingMode, "training_mode = \(t): the output is normalized with batch statistics, which change with every batch" + trainingHint)
         }
         if opset < 7, (bn.intAttribute("is_test") ?? 0) == 0 {
-            return FoldMiss(.trainingMode, "is_test is not set (opset \(opset)): the output is normalized with batch statistics, not the running ones")
+            return FoldMiss(.trainingMode, "is_test is not set (opset \(opset)): the output is normalized with batch statistics, not the running ones" + trainingHint)
         }
         if opset < 9, let spatial = bn.intAttribute("spatial"), spatial == 0 {
             return FoldMiss(.notSpatial, "spatial = 0: statistics are per activation, not per channel")
@@ -43,7 +43,7 @@ struct InferenceBatchNorm {
         // runtimes compute it with batch statistics), used or not. From 14
         // on, training_mode = 0 with those outputs is not a valid node.
         if let extra = bn.outputs.dropFirst().first(where: { !$0.isEmpty }) {
-            return FoldMiss(.trainingMode, "it declares the mean/variance output '\(extra)', which only training mode produces: the output is normalized with batch statistics")
+            return FoldMiss(.trainingMode, "it declares the mean/variance output '\(extra)', which only training mode produces: the output is normalized with batch statistics" + trainingHint)
         }
         return nil
     }
@@ -88,3 +88,7 @@ struct InferenceBatchNorm {
                                            variance: params[3], epsilon: epsilon, scale: scale))
     }
 }
+
+/// What to do about a training-mode BatchNormalization: almost always the
+/// model was exported from a network still in training mode.
+let trainingHint = " (was the model exported in training mode? call model.eval() before torch.onnx.export, or export with training=TrainingMode.EVAL)"

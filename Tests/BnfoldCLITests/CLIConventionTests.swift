@@ -58,3 +58,35 @@ import TestSupport
         }
     }
 }
+
+/// `--strict` for CI, the training-mode hint, and input files named in
+/// their own errors (issue 12).
+@Suite struct StrictAndHintTests {
+    @Test func strictFailsAKeptBatchNormAfterWritingTheReport() throws {
+        let scratch = ScratchDirectory()
+        let kept = try runBnfold([TestPaths.fixture("skip_training_mode.onnx"), "-o", scratch.file("o.onnx"), "--strict"])
+        #expect(kept.status == 1)
+        #expect(kept.stderr == "bnfold: error: --strict: 1 BatchNormalization node(s) kept (the report says why)\n")
+        #expect(kept.stdout.contains("call model.eval() before torch.onnx.export"), "\(kept.stdout)")
+        #expect(scratch.contents() == ["o.onnx"])   // the output is written; the exit status is the verdict
+        let clean = try runBnfold([TestPaths.fixture("conv2d_bn.onnx"), "-o", scratch.file("p.onnx"), "--strict"])
+        #expect(clean.status == 0, "\(clean.stderr)")
+        #expect(clean.stderr.isEmpty)
+    }
+
+    @Test func aWrongShapeInputFileIsNamed() throws {
+        let scratch = ScratchDirectory()
+        let model = TestPaths.fixture("conv2d_bn.onnx")
+        // NumPy .npy v1.0: magic, version, header length, header, float32 data.
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 6, 6), }"
+        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+        header += "\n"
+        var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)]
+        bytes += Array(header.utf8) + [UInt8](repeating: 0, count: 72 * 4)
+        let npy = scratch.file("x.npy")
+        try Data(bytes).write(to: URL(fileURLWithPath: npy))
+        let r = try runBnfold(["check", model, model, "--input", "X=\(npy)"])
+        #expect(r.status == 2)
+        #expect(r.stderr == "bnfold: error: \(npy): has shape [1, 2, 6, 6], but input 'X' of \(model) is [N, 3, 6, 6]\n")
+    }
+}
