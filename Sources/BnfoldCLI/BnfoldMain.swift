@@ -17,6 +17,17 @@ public struct Bnfold: ParsableCommand {
         defaultSubcommand: Fold.self
     )
     public init() {}
+
+    /// `bnfold --help`: the default command's usage and options first — what
+    /// most users run, and what every usage error points to — then the
+    /// subcommands (ArgumentParser's root help would list only these).
+    static func rootHelp() -> String {
+        let root = Bnfold.helpMessage()
+        let fold = Bnfold.helpMessage(for: Fold.self)
+            .replacingOccurrences(of: "USAGE: bnfold fold ", with: "USAGE: bnfold [fold] ")
+        let subcommands = root.range(of: "SUBCOMMANDS:").map { String(root[$0.lowerBound...]) } ?? ""
+        return fold.trimmingCharacters(in: .newlines) + "\n\n" + subcommands
+    }
 }
 
 /// The version printed by `--version` and in reports.
@@ -49,6 +60,10 @@ public enum BnfoldMain {
     /// Parses the command line, runs the command, and exits with the contract's status.
     public static func main(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
         SignalCleanup.install()
+        if arguments == ["--help"] || arguments == ["-h"] || arguments == ["help"] {
+            print(Bnfold.rootHelp())
+            exit(ExitCodes.success)
+        }
         do {
             var command = try Bnfold.parseAsRoot(arguments)
             try command.run()

@@ -175,9 +175,21 @@ import TestSupport
         #expect(r.stderr.contains("does not exist"))
     }
 
-    @Test func helpExitsZero() throws {
-        let r = try runBnfold(["--help"])
-        #expect(r.status == 0)
-        #expect(r.stdout.contains("USAGE"))
+    /// `bnfold --help` shows the fold's usage and options first (every usage
+    /// error points there), then the subcommands.
+    @Test func helpShowsTheFoldFirstThenTheSubcommands() throws {
+        for flag in ["--help", "-h", "help"] {
+            let r = try runBnfold([flag])
+            #expect(r.status == 0)
+            let usage = try #require(r.stdout.range(of: "USAGE: bnfold [fold] <input> --output <output>"))
+            let option = try #require(r.stdout.range(of: "  --no-verify  "))
+            let subcommands = try #require(r.stdout.range(of: "SUBCOMMANDS:"))
+            #expect(usage.lowerBound < option.lowerBound && option.lowerBound < subcommands.lowerBound)
+            #expect(r.stdout.contains("  check "))
+        }
+        // Subcommand help is ArgumentParser's own.
+        let check = try runBnfold(["check", "--help"])
+        #expect(check.status == 0)
+        #expect(check.stdout.contains("USAGE: bnfold check <model-a> <model-b>"))
     }
 }
