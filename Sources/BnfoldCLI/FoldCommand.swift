@@ -177,8 +177,9 @@ func seconds(_ d: Duration) -> Double {
 }
 
 /// Reads a model and checks it is valid ONNX; problems are input errors naming the file.
+/// `-` is standard input.
 func readValidModel(_ path: String) throws -> Model {
-    let model = try ModelReader.read(path: path)
+    let model = path == "-" ? try ModelReader.readStandardInput() : try ModelReader.read(path: path)
     do {
         try model.validate()
     } catch let error as ModelValidationError {

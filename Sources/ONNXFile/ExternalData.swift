@@ -47,10 +47,14 @@ final class ExternalDataResolver {
     /// False: tensors keep their `external_data` entries but no file is
     /// opened, hashed or mapped (``ModelReader/externalDataLocations(path:)``).
     let resolves: Bool
+    /// Why the model cannot have external data at all (it came from a
+    /// stream, which has no directory to look in); nil when it may.
+    let refusal: String?
 
-    init(modelFile: String, resolving: Bool = true) {
+    init(modelFile: String, resolving: Bool = true, refusal: String? = nil) {
         self.modelFile = modelFile
         self.resolves = resolving
+        self.refusal = refusal
     }
 
     deinit {
@@ -73,6 +77,7 @@ final class ExternalDataResolver {
         func fail(_ problem: String) -> ModelFileError {
             ModelFileError(file: modelFile, "tensor '\(name)': external data \(problem)")
         }
+        if let refusal { throw fail(refusal) }
         if tensor.segment != nil { throw TensorValidation.segmentRefusal(tensor, file: modelFile) }
         if tensor.elementType == .string {
             // ONNX keeps strings in string_data only: their raw bytes have no layout.

@@ -72,6 +72,30 @@ public enum ModelReader {
         return try copy.withUnsafeBytes { try read(bytes: $0, name: name, owner: copy.owner) }
     }
 
+    /// Reads a model from standard input (the CLI's `-`). A stream has no
+    /// directory, so a tensor with external data is an error naming it —
+    /// never a lookup in the current directory.
+    public static func readStandardInput() throws -> Model {
+        let name = "standard input"
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { systemRead(STDIN_FILENO, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw ModelFileError(file: name, "cannot read: \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            bytes += chunk[..<n]
+        }
+        guard !bytes.isEmpty else { throw ModelFileError(file: name, "is empty") }
+        let copy = ByteBuffer(bytes)
+        return try copy.withUnsafeBytes { raw in
+            try decode(raw, name: name, externalDataDirectoryOf: name,
+                       externalDataRefusal: "cannot be read: the model comes from standard input, which has no directory for data files") { offset, length in
+                ByteBuffer(borrowing: raw.baseAddress! + offset, count: length, owner: copy.owner)
+            }
+        }
+    }
+
     /// Reads a model held in memory without copying it (used by the fuzzer).
     /// Tensor payloads of 1 KiB or more borrow `bytes`, which must stay valid
     /// and unchanged while the returned model (or any tensor taken from it)
@@ -88,7 +112,7 @@ public enum ModelReader {
     /// Unpacks and decodes. `payload` makes the buffer for a payload that
     /// ``Compaction`` left in `bytes`.
     static func decode(_ bytes: UnsafeRawBufferPointer, name path: String, externalDataDirectoryOf modelPath: String,
-                       resolvingExternalData: Bool = true,
+                       resolvingExternalData: Bool = true, externalDataRefusal: String? = nil,
                        payload: (_ offset: Int, _ length: Int) -> ByteBuffer) throws -> Model {
         // Preferred: unpack a compacted copy and borrow tensor payloads from
         // `bytes` (no copy). Fallback: unpack the bytes as they are.
@@ -119,7 +143,7 @@ public enum ModelReader {
         guard unpacked.pointee.has_ir_version != 0 else {
             throw ModelFileError(file: path, WireScan.foreignFormat(bytes) ?? "is not an ONNX model: it has no ir_version")
         }
-        let external = ExternalDataResolver(modelFile: modelPath, resolving: resolvingExternalData)
+        let external = ExternalDataResolver(modelFile: modelPath, resolving: resolvingExternalData, refusal: externalDataRefusal)
         let decoder = ProtoDecoder(owner: tree, external: external, fileName: path, slices: slices)
         let model = try decoder.model(unpacked)
         try external.checkReferencedTotal()
@@ -206,4 +230,13 @@ enum WireScan {
         }
         return nil
     }
+}
+
+/// read(2), under a name that ModelReader's own `read` methods do not hide.
+private func systemRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
+    #if canImport(Glibc)
+    Glibc.read(fd, buffer, count)
+    #else
+    Darwin.read(fd, buffer, count)
+    #endif
 }

@@ -90,3 +90,35 @@ import TestSupport
         #expect(r.stderr == "bnfold: error: \(npy): has shape [1, 2, 6, 6], but input 'X' of \(model) is [N, 3, 6, 6]\n")
     }
 }
+
+/// `-` as the input reads the model from standard input (issue 12).
+@Suite struct StandardInputTests {
+    func bnfold(stdin file: String, _ arguments: [String]) throws -> CommandResult {
+        try runCommand("/bin/sh", ["-c", "f=$1; shift; exec \"$0\" \"$@\" < \"$f\"", TestPaths.bnfoldBinary, file] + arguments)
+    }
+
+    @Test func aModelFromStandardInputFolds() throws {
+        let scratch = ScratchDirectory()
+        let out = scratch.file("o.onnx")
+        let r = try bnfold(stdin: TestPaths.fixture("conv2d_bn.onnx"), ["-", "-o", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("BatchNormalization: 1 found, 1 folded, 0 kept"))
+        let check = try runBnfold(["check", TestPaths.fixture("conv2d_bn.onnx"), out])
+        #expect(check.status == 0, "\(check.stderr)")
+        let inspect = try bnfold(stdin: TestPaths.fixture("conv2d_bn.onnx"), ["inspect", "-"])
+        #expect(inspect.stdout.contains("1 would fold"), "\(inspect.stdout)")
+    }
+
+    /// A stream has no directory: external data is refused by name, never
+    /// looked up in the current directory.
+    @Test func externalDataFromStandardInputIsRefused() throws {
+        let scratch = ScratchDirectory()
+        let r = try bnfold(stdin: TestPaths.fixture("conv2d_bn_external.onnx"), ["-", "-o", scratch.file("o.onnx")])
+        #expect(r.status == 2)
+        #expect(r.stderr.hasPrefix("bnfold: error: standard input: tensor '"))
+        #expect(r.stderr.hasSuffix("': external data cannot be read: the model comes from standard input, which has no directory for data files\n"))
+        let empty = try bnfold(stdin: "/dev/null", ["-", "-o", scratch.file("o.onnx")])
+        #expect(empty.stderr == "bnfold: error: standard input: is empty\n")
+        #expect(scratch.contents().isEmpty)
+    }
+}
