@@ -27,11 +27,7 @@ struct Check: ParsableCommand {
     @Argument(help: "The model to check against it (.onnx).")
     var modelB: String
 
-    @Option(name: .customLong("input"), help: ArgumentHelp("An input tensor from a file (.npy or TensorProto .pb).", valueName: "name=file"))
-    var inputs: [String] = []
-
-    @Option(name: .customLong("input-shape"), help: ArgumentHelp("The shape of a random input, e.g. x=1,3,224,224 (or x:1,3,224,224, as onnxsim and trtexec write it).", valueName: "name=dims"))
-    var inputShapes: [String] = []
+    @OptionGroup var inputOptions: InputOptions
 
     @Option(help: "Random input sets to compare on (inputs given as files are the same in each).")
     var samples: Int = 1
@@ -58,8 +54,6 @@ struct Check: ParsableCommand {
         for (flag, value) in [("--rtol", rtol), ("--atol", atol)] {
             if let value, !(value >= 0 && value.isFinite) { throw ValidationError("\(flag) must be a finite number ≥ 0") }
         }
-        _ = try parsedShapes()
-        _ = try inputFiles()
     }
 
     var tolerance: Tolerance {
@@ -84,42 +78,11 @@ struct Check: ParsableCommand {
         return (String(text[..<eq]), String(text[text.index(after: eq)...]))
     }
 
-    func parsedShapes() throws -> [String: [Int]] {
-        var result: [String: [Int]] = [:]
-        for item in inputShapes {
-            let (name, dims) = try Check.splitShape(item)
-            var shape: [Int] = []
-            for part in dims.split(separator: ",", omittingEmptySubsequences: false) {
-                guard let d = Int(part.trimmingCharacters(in: .whitespaces)), d >= 0, d <= Int(Int32.max) else {
-                    throw ValidationError("--input-shape '\(item)': '\(part)' is not a dimension (a whole number ≥ 0)")
-                }
-                shape.append(d)
-            }
-            guard result[name] == nil else { throw ValidationError("--input-shape names '\(name)' twice") }
-            result[name] = shape
-        }
-        return result
-    }
-
-    func inputFiles() throws -> [(name: String, file: String)] {
-        var seen = Set<String>()
-        return try inputs.map { item in
-            let (name, file) = try Check.split(item, option: "--input")
-            guard seen.insert(name).inserted else { throw ValidationError("--input names '\(name)' twice") }
-            return (name, file)
-        }
-    }
-
     func run() throws {
         do {
             let a = try Check.readModel(modelA)
             let b = try Check.readModel(modelB)
-            var given: [String: RuntimeTensor] = [:]
-            for (name, file) in try inputFiles() {
-                let tensor = try InputFile.read(file)
-                try Check.requireShape(of: tensor, from: file, fits: name, in: a, path: modelA)
-                given[name] = tensor
-            }
+            let given = try inputOptions.tensors(for: a, path: modelA)
             let checker = EquivalenceChecker(a: a, b: b, tolerance: tolerance)
             let report: EquivalenceReport
             let line = ProgressLine.onTerminal()
@@ -127,7 +90,7 @@ struct Check: ParsableCommand {
             let budget = try memory.budget()
             do {
                 report = try budget.enforce {
-                    try checker.compare(given: given, shapes: parsedShapes(), samples: samples, seed: seed,
+                    try checker.compare(given: given, shapes: inputOptions.parsedShapes(), samples: samples, seed: seed,
                                         progress: line.map { line in { line.update(Check.status($0)) } })
                 }
                 line?.finish()
@@ -300,4 +263,59 @@ struct CheckReport: Encodable {
         out.add(equivalent ? "  equivalent" : "  NOT EQUIVALENT")
         return out.text
     }
+}
+
+/// `--input NAME=FILE` and `--input-shape NAME=DIMS`, shared by `check` and
+/// the fold's verification.
+struct InputOptions: ParsableArguments {
+    @Option(name: .customLong("input"), help: ArgumentHelp("An input tensor from a file (.npy or TensorProto .pb).", valueName: "name=file"))
+    var inputs: [String] = []
+
+    @Option(name: .customLong("input-shape"), help: ArgumentHelp("The shape of a random input, e.g. x=1,3,224,224 (or x:1,3,224,224, as onnxsim and trtexec write it).", valueName: "name=dims"))
+    var inputShapes: [String] = []
+
+    func validate() throws {
+        _ = try parsedShapes()
+        _ = try inputFiles()
+    }
+
+    func parsedShapes() throws -> [String: [Int]] {
+        var result: [String: [Int]] = [:]
+        for item in inputShapes {
+            let (name, dims) = try Check.splitShape(item)
+            var shape: [Int] = []
+            for part in dims.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let d = Int(part.trimmingCharacters(in: .whitespaces)), d >= 0, d <= Int(Int32.max) else {
+                    throw ValidationError("--input-shape '\(item)': '\(part)' is not a dimension (a whole number ≥ 0)")
+                }
+                shape.append(d)
+            }
+            guard result[name] == nil else { throw ValidationError("--input-shape names '\(name)' twice") }
+            result[name] = shape
+        }
+        return result
+    }
+
+    func inputFiles() throws -> [(name: String, file: String)] {
+        var seen = Set<String>()
+        return try inputs.map { item in
+            let (name, file) = try Check.split(item, option: "--input")
+            guard seen.insert(name).inserted else { throw ValidationError("--input names '\(name)' twice") }
+            return (name, file)
+        }
+    }
+
+
+    /// The `--input` files read, each checked against `model`'s declaration.
+    func tensors(for model: Model, path: String) throws -> [String: RuntimeTensor] {
+        var given: [String: RuntimeTensor] = [:]
+        for (name, file) in try inputFiles() {
+            let tensor = try InputFile.read(file)
+            try Check.requireShape(of: tensor, from: file, fits: name, in: model, path: path)
+            given[name] = tensor
+        }
+        return given
+    }
+
+    var isEmpty: Bool { inputs.isEmpty && inputShapes.isEmpty }
 }

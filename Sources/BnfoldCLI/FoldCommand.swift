@@ -55,6 +55,8 @@ struct Fold: ParsableCommand {
 
     @OptionGroup var memory: MemoryOptions
 
+    @OptionGroup(title: "Whole-model verification inputs") var inputOptions: InputOptions
+
     func validate() throws {
         // Caught here, before anything is read: an empty path used to run the
         // whole fold and then fail at the final rename.
@@ -96,9 +98,10 @@ struct Fold: ParsableCommand {
                 verification = Verification(skipped: "--no-verify")
             } else {
                 let budget = try memory.budget()
+                let inputs = try WholeModelInputs(options: inputOptions, model: original, path: input)
                 verification = budget.enforce {
                     Verification.run(original: original, folded: model,
-                                     modified: passReport.remarks.contains { $0.kind == .applied })
+                                     modified: passReport.remarks.contains { $0.kind == .applied }, inputs: inputs)
                 }
                 if let failure = verification.failure {
                     printError(ModelFileError(file: input, "verification failed: \(failure)").description)
@@ -288,7 +291,7 @@ struct Verification {
         summary = .init(pairsChecked: 0, pairsFailed: 0, wholeModel: "skipped: \(reason)", worstRatio: 0)
     }
 
-    static func run(original: Model, folded: Model, modified: Bool) -> Verification {
+    static func run(original: Model, folded: Model, modified: Bool, inputs: WholeModelInputs = WholeModelInputs()) -> Verification {
         var v = Verification(skipped: "")
         // Pairs are cut out of the original as the folds saw it: computed
         // constants (a dynamo exporter's Expand(CastLike(0, X), Shape(W))
@@ -317,7 +320,8 @@ struct Verification {
         if !modified {
             v.summary.wholeModel = "skipped: nothing was folded"
         } else {
-            switch FoldVerifier.verifyWholeModel(original: original, folded: folded) {
+            if let bindings = inputs.bindings(original) { v.notes.append("the whole-model check ran on \(bindings)") }
+            switch FoldVerifier.verifyWholeModel(original: original, folded: folded, shapes: inputs.shapes, given: inputs.given) {
             case .passed(let report):
                 v.summary.wholeModel = "passed"
                 worst = max(worst, report.outputs.map(\.ratio).max() ?? 0)
@@ -335,6 +339,47 @@ struct Verification {
         }
         v.summary.worstRatio = worst
         return v
+    }
+}
+
+/// What the whole-model check is fed: `--input-shape` bindings and
+/// `--input` tensors (else symbolic dimensions are 1 and inputs random).
+struct WholeModelInputs {
+    var shapes: [String: [Int]] = [:]
+    var given: [String: RuntimeTensor] = [:]
+
+    init() {}
+    init(options: InputOptions, model: Model, path: String) throws {
+        shapes = try options.parsedShapes()
+        given = try options.tensors(for: model, path: path)
+        guard !options.isEmpty else { return }
+        do {
+            // Bindings the model rules out are input errors now, not a skipped check later.
+            _ = try EquivalenceChecker(a: model, b: model).inputSpecs(shapes: shapes)
+        } catch let error as EquivalenceError {
+            throw ModelFileError(file: path, error.message)
+        }
+    }
+
+    /// "input 'X' [2, 3, 64, 64] (N = 2 from --input-shape), …" for every
+    /// input with a symbolic or unknown dimension, or given as a file; nil
+    /// when the model has none (nothing was chosen for the user).
+    func bindings(_ model: Model) -> String? {
+        guard let graph = model.graph, let specs = try? InputSpec.inputs(of: graph, shapes: shapes) else { return nil }
+        var parts: [String] = []
+        for spec in specs {
+            if given[spec.name] != nil { parts.append("input '\(spec.name)' from --input"); continue }
+            let dims = graph.inputs.first { $0.name == spec.name }?.type?.tensorType?.shape?.dims ?? []
+            let free = dims.enumerated().compactMap { i, d -> String? in
+                if case .value? = d.value { return nil }
+                let label = if case .param(let p)? = d.value { p } else { "axis \(i)" }
+                return "\(label) = \(spec.shape[i])"
+            }
+            guard !free.isEmpty else { continue }
+            let source = shapes[spec.name] != nil ? ", from --input-shape" : ": unbound; --input-shape sets it"
+            parts.append("input '\(spec.name)' \(spec.shape) (\(free.joined(separator: ", "))\(source))")
+        }
+        return parts.isEmpty ? nil : parts.joined(separator: "; ")
     }
 }
 

@@ -292,7 +292,12 @@ public enum FoldVerifier {
     struct PairTooLarge: Error, CustomStringConvertible { let description: String }
 
     /// Runs both models on one seeded random input set (symbolic dimensions 1).
-    public static func verifyWholeModel(original: Model, folded: Model, seed: UInt64 = 0) -> WholeModel {
+    ///
+    /// `shapes` binds symbolic dimensions of the inputs (else 1) and `given`
+    /// supplies input tensors, as `bnfold check --input-shape/--input` do: a
+    /// model whose windows need a real H × W cannot run at 1 × 1.
+    public static func verifyWholeModel(original: Model, folded: Model, seed: UInt64 = 0,
+                                        shapes: [String: [Int]] = [:], given: [String: RuntimeTensor] = [:]) -> WholeModel {
         guard let graph = original.graph else { return .skipped("the model has no graph") }
         let unsupported = Interpreter.unsupportedOperators(in: graph)
         if !unsupported.isEmpty { return .skipped("unsupported operators \(unsupported.joined(separator: ", "))") }
@@ -301,7 +306,7 @@ public enum FoldVerifier {
             return .skipped("weights \(bytes >> 20) MiB exceed the whole-model limit of \(wholeModelWeightLimit >> 20) MiB")
         }
         do {
-            let report = try EquivalenceChecker(a: original, b: folded).compare(samples: 1, seed: seed)
+            let report = try EquivalenceChecker(a: original, b: folded).compare(given: given, shapes: shapes, samples: 1, seed: seed)
             return report.equivalent ? .passed(report) : .failed(report)
         } catch {
             return .skipped("cannot run: \(error)")

@@ -122,3 +122,32 @@ import TestSupport
         #expect(scratch.contents().isEmpty)
     }
 }
+
+/// The fold's whole-model check takes `--input-shape` / `--input` as
+/// `check` does, and the report says what it bound (issue 12).
+@Suite struct FoldInputBindingTests {
+    let model = TestPaths.fixture("conv2d_bn.onnx")   // input X [N, 3, 6, 6]
+
+    func notes(_ r: CommandResult) throws -> [String] {
+        let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        return object?["notes"] as? [String] ?? []
+    }
+
+    @Test func theReportSaysWhatSymbolicDimensionsWereBoundTo() throws {
+        let scratch = ScratchDirectory()
+        let unbound = try runBnfold([model, "-o", scratch.file("a.onnx"), "--json"])
+        #expect(try notes(unbound).contains("the whole-model check ran on input 'X' [1, 3, 6, 6] (N = 1: unbound; --input-shape sets it)"))
+        let bound = try runBnfold([model, "-o", scratch.file("b.onnx"), "--json", "--input-shape", "X:4,3,6,6"])
+        #expect(bound.status == 0, "\(bound.stderr)")
+        #expect(try notes(bound).contains("the whole-model check ran on input 'X' [4, 3, 6, 6] (N = 4, from --input-shape)"))
+        // A binding the model rules out is an input error, before anything is written.
+        let fixed = try runBnfold([model, "-o", scratch.file("c.onnx"), "--input-shape", "X=4,5,6,6"])
+        #expect(fixed.status == 2)
+        #expect(fixed.stderr == "bnfold: error: \(model): --input-shape X: dimension 1 is fixed at 3 by the model, not 5\n")
+        let unknown = try runBnfold([model, "-o", scratch.file("c.onnx"), "--input-shape", "Z=1"])
+        #expect(unknown.status == 2)
+        #expect(unknown.stderr.contains("--input-shape names 'Z', which is not an input of the models"), "\(unknown.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("c.onnx")))
+    }
+
+}
