@@ -99,10 +99,15 @@ struct Fold: ParsableCommand {
             } else {
                 let budget = try memory.budget()
                 let inputs = try WholeModelInputs(options: inputOptions, model: original, path: input)
+                // A status line on a terminal while verification runs (silent for the first second).
+                let line = ProgressLine.onTerminal()
+                defer { line?.finish() }
                 verification = budget.enforce {
                     Verification.run(original: original, folded: model,
-                                     modified: passReport.remarks.contains { $0.kind == .applied }, inputs: inputs)
+                                     modified: passReport.remarks.contains { $0.kind == .applied }, inputs: inputs,
+                                     progress: line.map { line in { line.update($0) } })
                 }
+                line?.finish()
                 if let failure = verification.failure {
                     printError(ModelFileError(file: input, "verification failed: \(failure)").description)
                     throw ExitStatus.verificationFailed
@@ -291,7 +296,8 @@ struct Verification {
         summary = .init(pairsChecked: 0, pairsFailed: 0, wholeModel: "skipped: \(reason)", worstRatio: 0)
     }
 
-    static func run(original: Model, folded: Model, modified: Bool, inputs: WholeModelInputs = WholeModelInputs()) -> Verification {
+    static func run(original: Model, folded: Model, modified: Bool, inputs: WholeModelInputs = WholeModelInputs(),
+                    progress: ((String) -> Void)? = nil) -> Verification {
         var v = Verification(skipped: "")
         // Pairs are cut out of the original as the folds saw it: computed
         // constants (a dynamo exporter's Expand(CastLike(0, X), Shape(W))
@@ -299,7 +305,9 @@ struct Verification {
         // The whole-model check below still runs the true original.
         var pairReference = original
         _ = try? PassManager(passes: [FoldConstants()]).run(on: &pairReference)
-        let pairs = FoldVerifier.verifyPairs(original: pairReference, folded: folded)
+        let expected = FoldVerifier.foldedPairs(original: pairReference.graph ?? Graph(), folded: folded.graph ?? Graph()).count
+        let pairs = FoldVerifier.verifyPairs(original: pairReference, folded: folded,
+                                             progress: progress.map { show in { show(Verification.pairStatus($0, of: expected, $1)) } })
         let skipped = pairs.filter { $0.skipped != nil }
         v.summary.pairsChecked = pairs.count - skipped.count
         v.summary.pairsFailed = pairs.filter(\.failed).count
@@ -321,7 +329,8 @@ struct Verification {
             v.summary.wholeModel = "skipped: nothing was folded"
         } else {
             if let bindings = inputs.bindings(original) { v.notes.append("the whole-model check ran on \(bindings)") }
-            switch FoldVerifier.verifyWholeModel(original: original, folded: folded, shapes: inputs.shapes, given: inputs.given) {
+            switch FoldVerifier.verifyWholeModel(original: original, folded: folded, shapes: inputs.shapes, given: inputs.given,
+                                                 progress: progress.map { show in { show(Verification.wholeModelStatus($0)) } }) {
             case .passed(let report):
                 v.summary.wholeModel = "passed"
                 worst = max(worst, report.outputs.map(\.ratio).max() ?? 0)
@@ -339,6 +348,19 @@ struct Verification {
         }
         v.summary.worstRatio = worst
         return v
+    }
+}
+
+extension Verification {
+    /// `bnfold: verifying pair 3/20 (bn3 folded into conv3)`; the count is
+    /// the main graph's pairs (bodies' pairs go past it).
+    static func pairStatus(_ pair: Int, of total: Int, _ label: String) -> String {
+        "bnfold: verifying pair \(pair)/\(max(total, pair)) (\(label))"
+    }
+
+    /// `bnfold: verifying the whole model, A in float64: node 40/176`.
+    static func wholeModelStatus(_ p: CheckProgress) -> String {
+        "bnfold: verifying the whole model, \(p.run.rawValue): node \(p.node)/\(p.nodes)"
     }
 }
 

@@ -155,10 +155,15 @@ public enum FoldVerifier {
     /// graph and inside If/Loop/Scan bodies: a body's pairs are labelled
     /// with their path (`if/then_branch/bn`) and may read constants of the
     /// graphs around them.
-    public static func verifyPairs(original: Model, folded: Model, seed: UInt64 = 0) -> [PairResult] {
+    ///
+    /// `progress`, when given, is called before each pair with its 1-based
+    /// number and its label (`bn1 folded into conv1`), for a status line.
+    public static func verifyPairs(original: Model, folded: Model, seed: UInt64 = 0,
+                                   progress: ((_ pair: Int, _ label: String) -> Void)? = nil) -> [PairResult] {
         guard let go = original.graph, let gf = folded.graph else { return [] }
         var results: [PairResult] = []
-        verifyPairs(Scope(graph: go), Scope(graph: gf), path: "", models: (original, folded), seed: seed, into: &results)
+        verifyPairs(Scope(graph: go), Scope(graph: gf), path: "", models: (original, folded), seed: seed,
+                    progress: progress, into: &results)
         return results
     }
 
@@ -170,8 +175,10 @@ public enum FoldVerifier {
     }
 
     static func verifyPairs(_ so: Scope, _ sf: Scope, path: String, models: (Model, Model), seed: UInt64,
-                            into results: inout [PairResult]) {
+                            progress: ((Int, String) -> Void)?, into results: inout [PairResult]) {
         for pair in foldedPairs(original: so.graph, folded: sf.graph) {
+            progress?(results.count + 1, path + so.graph.nodes[pair.bn].displayName(index: pair.bn) + " folded into "
+                      + path + so.graph.nodes[pair.producer].displayName(index: pair.producer))
             results.append(checkPair(pair, so, sf, path: path, models: models, seed: seed &+ UInt64(results.count)))
         }
         // The same If/Loop/Scan node in both graphs: same op, same first output.
@@ -184,7 +191,7 @@ public enum FoldVerifier {
                       attribute.subgraphs.count == other.subgraphs.count else { continue }
                 for (k, (a, b)) in zip(attribute.subgraphs, other.subgraphs).enumerated() {
                     let label = path + node.displayName(index: i) + "/" + name + (attribute.subgraphs.count > 1 ? "[\(k)]" : "") + "/"
-                    verifyPairs(so.inside(a), sf.inside(b), path: label, models: models, seed: seed, into: &results)
+                    verifyPairs(so.inside(a), sf.inside(b), path: label, models: models, seed: seed, progress: progress, into: &results)
                 }
             }
         }
@@ -297,7 +304,8 @@ public enum FoldVerifier {
     /// supplies input tensors, as `bnfold check --input-shape/--input` do: a
     /// model whose windows need a real H × W cannot run at 1 × 1.
     public static func verifyWholeModel(original: Model, folded: Model, seed: UInt64 = 0,
-                                        shapes: [String: [Int]] = [:], given: [String: RuntimeTensor] = [:]) -> WholeModel {
+                                        shapes: [String: [Int]] = [:], given: [String: RuntimeTensor] = [:],
+                                        progress: ((CheckProgress) -> Void)? = nil) -> WholeModel {
         guard let graph = original.graph else { return .skipped("the model has no graph") }
         let unsupported = Interpreter.unsupportedOperators(in: graph)
         if !unsupported.isEmpty { return .skipped("unsupported operators \(unsupported.joined(separator: ", "))") }
@@ -306,7 +314,8 @@ public enum FoldVerifier {
             return .skipped("weights \(bytes >> 20) MiB exceed the whole-model limit of \(wholeModelWeightLimit >> 20) MiB")
         }
         do {
-            let report = try EquivalenceChecker(a: original, b: folded).compare(given: given, shapes: shapes, samples: 1, seed: seed)
+            let report = try EquivalenceChecker(a: original, b: folded).compare(given: given, shapes: shapes, samples: 1, seed: seed,
+                                                                                progress: progress)
             return report.equivalent ? .passed(report) : .failed(report)
         } catch {
             return .skipped("cannot run: \(error)")
