@@ -94,12 +94,14 @@ struct Check: ParsableCommand {
                                         progress: line.map { line in { line.update(Check.status($0)) } })
                 }
                 line?.finish()
-            } catch let error where EquivalenceChecker.memoryLimit(of: error) != nil {
-                let site = (error as? RuntimeError).map { $0.node.isEmpty ? "" : " (at node '\($0.node)', \($0.opType))" } ?? ""
-                throw ModelFileError(file: modelA, "cannot be compared: the reference runtime \(EquivalenceChecker.memoryLimit(of: error)!)\(site)")
+            } catch let limit as MemoryBudgetExceeded {
+                throw overBudget(limit, site: "")
             } catch let error as EquivalenceError {
                 throw ModelFileError(file: modelA, error.message)
             } catch let error as RuntimeError {
+                if let limit = error.memory {
+                    throw overBudget(limit, site: error.node.isEmpty ? "" : " (at node '\(error.node)', \(error.opType))")
+                }
                 throw ModelFileError(file: modelA, "cannot be run with the reference runtime (or \(modelB)): \(error)")
             }
             let output = CheckReport(modelA: modelA, modelB: modelB, seed: seed, report: report)
@@ -109,6 +111,11 @@ struct Check: ParsableCommand {
             printError(error.description)
             throw ExitStatus.inputError
         }
+    }
+
+    /// The comparison stopped by the memory budget (or the allocator): an input error, exit 2.
+    func overBudget(_ limit: MemoryBudgetExceeded, site: String) -> ModelFileError {
+        ModelFileError(file: modelA, "cannot be compared: the reference runtime \(limit)\(site)")
     }
 
     /// The progress line's text, e.g. `bnfold check: sample 1/2, A in float64: node 40/176`.
