@@ -19,6 +19,8 @@ let package = Package(
         .library(name: "ReferenceRuntime", targets: ["ReferenceRuntime"]),
         // Runs two models on the same inputs and judges whether they agree (`bnfold check`).
         .library(name: "Equivalence", targets: ["Equivalence"]),
+        // read → passes → verify → write as one call: what `bnfold IN -o OUT` does.
+        .library(name: "FoldPipeline", targets: ["FoldPipeline"]),
         // The command-line tool.
         .executable(name: "bnfold", targets: ["bnfold"]),
     ],
@@ -34,17 +36,26 @@ let package = Package(
         .target(name: "GraphPasses", dependencies: ["ONNXGraph", "ReferenceRuntime"]),
         .target(name: "ReferenceRuntime", dependencies: ["ONNXGraph", "CBLAS"]),
         .target(name: "Equivalence", dependencies: ["ONNXGraph", "ReferenceRuntime"]),
+        .target(name: "FoldPipeline", dependencies: ["ONNXGraph", "ONNXFile", "GraphPasses", "ReferenceRuntime", "Equivalence"]),
 
         // MARK: Command line
         // The commands live in a library so tests can run them in-process.
         .target(
             name: "BnfoldCLI",
             dependencies: [
-                "ONNXGraph", "ONNXFile", "GraphPasses", "ReferenceRuntime", "Equivalence",
+                "ONNXGraph", "ONNXFile", "GraphPasses", "ReferenceRuntime", "Equivalence", "FoldPipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(name: "bnfold", dependencies: ["BnfoldCLI"]),
+        // bnfold with test hooks (``FoldHooks``) set from its environment: a
+        // deliberately wrong fold, a pause before the output is committed.
+        // Only tests run it; the shipped binary has no such hooks.
+        .executableTarget(
+            name: "BnfoldTestDriver",
+            dependencies: ["BnfoldCLI", "GraphPasses", "ONNXGraph", "FoldPipeline"],
+            path: "Tests/Tools/BnfoldTestDriver"
+        ),
         // Runs a model with the reference runtime; the onnxruntime oracle
         // (Tests/CrossCheck/runtime_oracle.py) drives it.
         .executableTarget(name: "RefRun", dependencies: ["ReferenceRuntime", "ONNXFile", "ONNXGraph"]),
@@ -87,7 +98,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BnfoldCLITests",
-            dependencies: ["BnfoldCLI", "ONNXFile", "ONNXGraph", "GraphPasses", "Equivalence", "TestSupport", "bnfold"]
+            dependencies: ["BnfoldCLI", "ONNXFile", "ONNXGraph", "GraphPasses", "Equivalence", "FoldPipeline", "TestSupport", "bnfold", "BnfoldTestDriver"]
         ),
         .testTarget(
             name: "EquivalenceTests",

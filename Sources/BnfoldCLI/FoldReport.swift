@@ -1,3 +1,4 @@
+import FoldPipeline
 import Foundation
 import GraphPasses
 
@@ -31,16 +32,7 @@ struct FoldReport: Encodable {
         }
     }
     /// What verification ran and found (the JSON `verification` object).
-    struct VerificationSummary: Encodable {
-        var pairsChecked: Int
-        var pairsFailed: Int
-        /// Pairs not checked: over the memory budget, or too large to build an input for.
-        var pairsSkipped = 0
-        /// "passed", "failed", or "skipped: <reason>".
-        var wholeModel: String
-        /// The largest error/bound over every check (≤ 1 passes; 0 when nothing ran).
-        var worstRatio: Double
-    }
+    typealias VerificationSummary = FoldVerification.Summary
     struct Seconds: Encodable {
         var read: Double
         var passes: Double

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FoldPipeline
 import Foundation
 import GraphPasses
 import ONNXFile
@@ -28,7 +29,7 @@ struct Inspect: ParsableCommand {
             var model = try readValidModel(input)
             let original = model
             let manager = PassManager(passes: try passOptions.selected(), assumeConstantInputs: passOptions.assumeConstantInputs)
-            let passReport = try runPipeline(manager, on: &model, input: input)
+            let passReport = try FoldPipeline.runPasses(manager, on: &model, input: input)
             let report = InspectReport(input: input, passes: manager.activePasses.map(\.name), original: original,
                                        folded: model, remarks: passReport.remarks)
             print(json ? report.json() : report.text(), terminator: json ? "\n" : "")

@@ -50,6 +50,11 @@ public struct WriteOptions: Sendable {
     /// Off only for tools that mean to write invalid models (test and fuzz
     /// generators).
     public var validatesModel = true
+    /// Called once every temporary file is complete and before any is
+    /// renamed into place: the last moment at which stopping leaves every
+    /// existing file as it was. Drivers that test interruption (a signal, a
+    /// competing writer) pause here; nil for everything else.
+    public var beforeCommit: (@Sendable () -> Void)?
 
     public init(externalData: ExternalDataMode = .keep, validatesModel: Bool = true) {
         self.externalData = externalData
@@ -195,7 +200,7 @@ public enum ModelWriter {
         try sink.finish()
         withExtendedLifetime(arena) {}
 
-        pauseBeforeCommitForTests()
+        options.beforeCommit?()
         // Data first, then the model that refers to it.
         try temps.commitAll(directory: directory)
         // The replaced output's own data files, now read by nothing bnfold wrote.
@@ -208,20 +213,6 @@ public enum ModelWriter {
                             externalTensors: plan.entries.count,
                             externalDataBytes: dataBytes,
                             switchedToExternalData: switched)
-    }
-
-    /// Test hook, not a feature: when the environment variable
-    /// `BNFOLD_TEST_PAUSE_BEFORE_COMMIT` holds a number of milliseconds, the
-    /// writer sleeps that long once the temporary files are complete and
-    /// before they are renamed, so that tests can interrupt it at a known
-    /// point (Tests/BnfoldCLITests/NothingLostTests.swift). Unset, or not a
-    /// positive number: does nothing.
-    private static func pauseBeforeCommitForTests() {
-        guard let value = getenv("BNFOLD_TEST_PAUSE_BEFORE_COMMIT"),
-              let milliseconds = Int(String(cString: value)), milliseconds > 0 else { return }
-        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: milliseconds % 1000 * 1_000_000)
-        var remaining = timespec()
-        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
     }
 }
 

@@ -123,7 +123,7 @@ import Glibc
     @Test(arguments: Interruption.allCases)
     func interruptRemovesTemporaryFiles(_ interruption: Interruption) throws {
         let scratch = ScratchDirectory()
-        let bnfold = BackgroundProcess(bnfold: [Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
+        let bnfold = BackgroundProcess(testDriver: [Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
                                        environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
         try bnfold.start()
         let bothThere = waitUntil(timeout: .seconds(120)) { temporaryFiles(of: bnfold, in: scratch.path).count == 2 }
@@ -140,7 +140,7 @@ import Glibc
     /// a thread that blocks them), bnfold unblocks them and still cleans up.
     @Test func inheritedBlockedSignalsAreUnblocked() throws {
         let scratch = ScratchDirectory()
-        let bnfold = BackgroundProcess(bnfold: [Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
+        let bnfold = BackgroundProcess(testDriver: [Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
                                        environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
         try bnfold.start(blocking: [SIGINT, SIGTERM, SIGHUP])
         #expect(waitUntil(timeout: .seconds(120)) { temporaryFiles(of: bnfold, in: scratch.path).count == 2 })
@@ -154,7 +154,7 @@ import Glibc
     /// background job) stays ignored: bnfold finishes and writes its output.
     @Test func ignoredHangupIsNotCaught() throws {
         let scratch = ScratchDirectory()
-        let bnfold = BackgroundProcess("/bin/sh", ["-c", "trap '' HUP && exec \"$0\" \"$@\"", TestPaths.bnfoldBinary,
+        let bnfold = BackgroundProcess("/bin/sh", ["-c", "trap '' HUP && exec \"$0\" \"$@\"", TestPaths.testDriverBinary,
                                                    Self.resnet, "-o", scratch.file("fused.onnx"), "--external-data", "external"],
                                        environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "2000"])
         try bnfold.start()
@@ -183,7 +183,7 @@ import Glibc
         #expect(limited.status == 2)
         #expect(try unchanged())
 
-        let bnfold = BackgroundProcess(bnfold: [Self.resnet, "-o", out, "--external-data", "external"],
+        let bnfold = BackgroundProcess(testDriver: [Self.resnet, "-o", out, "--external-data", "external"],
                                        environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
         try bnfold.start()
         #expect(waitUntil(timeout: .seconds(120)) { temporaryFiles(of: bnfold, in: scratch.path).count == 2 })

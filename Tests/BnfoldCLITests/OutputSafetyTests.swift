@@ -184,7 +184,7 @@ import Glibc
     @Test func aKilledRunLeavesNoTemporaryBehind() throws {
         let scratch = ScratchDirectory()
         let out = scratch.file("out.onnx")
-        let killed = BackgroundProcess(TestPaths.bnfoldBinary, [Self.resnet, "-o", out, "--external-data", "external"],
+        let killed = BackgroundProcess(TestPaths.testDriverBinary, [Self.resnet, "-o", out, "--external-data", "external"],
                                        environment: ["BNFOLD_TEST_PAUSE_BEFORE_COMMIT": "20000"])
         try killed.start()
         #expect(waitUntil(timeout: .seconds(60)) { temporaryFiles(of: killed, in: scratch.path).count == 2 })

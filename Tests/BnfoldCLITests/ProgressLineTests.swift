@@ -1,3 +1,4 @@
+import FoldPipeline
 import Testing
 import Foundation
 @testable import BnfoldCLI
@@ -74,10 +75,10 @@ struct ProgressLineTests {
     @Test func statusText() {
         let p = CheckProgress(sample: 1, samples: 2, run: .aFloat64, node: 40, nodes: 176)
         #expect(Check.status(p) == "bnfold check: sample 1/2, A in float64: node 40/176")
-        #expect(Verification.pairStatus(3, of: 20, "bn3 folded into conv3") == "bnfold: verifying pair 3/20 (bn3 folded into conv3)")
-        #expect(Verification.pairStatus(21, of: 20, "if/then_branch/bn folded into if/then_branch/conv")
+        #expect(FoldVerification.pairStatus(3, of: 20, "bn3 folded into conv3") == "bnfold: verifying pair 3/20 (bn3 folded into conv3)")
+        #expect(FoldVerification.pairStatus(21, of: 20, "if/then_branch/bn folded into if/then_branch/conv")
                 == "bnfold: verifying pair 21/21 (if/then_branch/bn folded into if/then_branch/conv)")
-        #expect(Verification.wholeModelStatus(p) == "bnfold: verifying the whole model, A in float64: node 40/176")
+        #expect(FoldVerification.wholeModelStatus(p) == "bnfold: verifying the whole model, A in float64: node 40/176")
     }
 
     /// The fold's verification reports every pair, in order, then the whole
@@ -87,7 +88,7 @@ struct ProgressLineTests {
         var folded = model
         _ = try PassManager(passes: BuiltinPasses.all).run(on: &folded)
         var seen: [String] = []
-        let v = Verification.run(original: model, folded: folded, modified: true, progress: { seen.append($0) })
+        let v = FoldVerification.run(original: model, folded: folded, modified: true, progress: { seen.append($0) })
         #expect(v.failure == nil)
         let pairs = seen.filter { $0.hasPrefix("bnfold: verifying pair ") }
         #expect(pairs.count == v.summary.pairsChecked)

@@ -23,6 +23,17 @@ public enum TestPaths {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[1]
     }
 
+    /// `bnfold` with test hooks (Tests/Tools/BnfoldTestDriver): the
+    /// environment variables BNFOLD_TEST_BREAK_FOLD and
+    /// BNFOLD_TEST_PAUSE_BEFORE_COMMIT work only here.
+    public static var testDriverBinary: String {
+        let candidates = [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("BnfoldTestDriver").path,
+            root.appendingPathComponent(".build/debug/BnfoldTestDriver").path,
+        ]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[1]
+    }
+
     /// The manifest entries of the fixtures (Fixtures/manifest.json).
     public static func manifest() throws -> [[String: Any]] {
         let data = try Data(contentsOf: fixtures.appendingPathComponent("manifest.json"))

@@ -40,6 +40,11 @@ public final class BackgroundProcess: @unchecked Sendable {
         self.init(TestPaths.bnfoldBinary, arguments, environment: environment)
     }
 
+    /// `bnfold` with test hooks (``TestPaths/testDriverBinary``) and `arguments`.
+    public convenience init(testDriver arguments: [String], environment: [String: String]) {
+        self.init(TestPaths.testDriverBinary, arguments, environment: environment)
+    }
+
     /// Starts the process with SIGINT, SIGTERM, SIGHUP and SIGXFSZ unblocked,
     /// as from a shell, except those in `blocking`, which it starts with
     /// blocked. (A child inherits the signal mask of the thread that spawns

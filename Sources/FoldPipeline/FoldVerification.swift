@@ -1,0 +1,146 @@
+import Equivalence
+import GraphPasses
+import ONNXFile
+import ONNXGraph
+import ReferenceRuntime
+
+/// What a fold's verification ran and found: every folded pair checked on
+/// its own (``FoldVerifier/verifyPairs(original:folded:progress:)``), then
+/// the whole model against its float64 run.
+public struct FoldVerification: Sendable {
+    /// The report's `verification` entry (field names are the JSON contract).
+    public struct Summary: Encodable, Sendable {
+        public var pairsChecked: Int
+        public var pairsFailed: Int
+        /// Pairs not checked: over the memory budget, or too large to build an input for.
+        public var pairsSkipped = 0
+        /// "passed", "failed", or "skipped: <reason>".
+        public var wholeModel: String
+        /// The largest error/bound over every check (≤ 1 passes; 0 when nothing ran).
+        public var worstRatio: Double
+    }
+    public var summary: Summary
+    /// The first failure, as the rest of the error line; nil when verification passed or was skipped.
+    public var failure: String?
+    /// One sentence each: what was sampled, skipped or bound for the user.
+    public var notes: [String] = []
+
+    public init(skipped reason: String) {
+        summary = .init(pairsChecked: 0, pairsFailed: 0, wholeModel: "skipped: \(reason)", worstRatio: 0)
+    }
+
+    /// Verifies `folded` against `original`; `modified` false (nothing
+    /// applied) skips the whole-model run.
+    public static func run(original: Model, folded: Model, modified: Bool, inputs: WholeModelInputs = WholeModelInputs(),
+                           progress: ((String) -> Void)? = nil) -> FoldVerification {
+        var v = FoldVerification(skipped: "")
+        // Pairs are cut out of the original as the folds saw it: computed
+        // constants (a dynamo exporter's Expand(CastLike(0, X), Shape(W))
+        // bias) evaluated by fold-constants, which is exact by construction.
+        // The whole-model check below still runs the true original.
+        var pairReference = original
+        _ = try? PassManager(passes: [FoldConstants()]).run(on: &pairReference)
+        // The pair count for the status line (only when there is one to show).
+        let expected = progress == nil ? 0
+            : FoldVerifier.foldedPairs(original: pairReference.graph ?? Graph(), folded: folded.graph ?? Graph()).count
+        let pairs = FoldVerifier.verifyPairs(original: pairReference, folded: folded,
+                                             progress: progress.map { show in { show(FoldVerification.pairStatus($0, of: expected, $1)) } })
+        let skipped = pairs.filter { $0.skipped != nil }
+        v.summary.pairsChecked = pairs.count - skipped.count
+        v.summary.pairsFailed = pairs.filter(\.failed).count
+        v.summary.pairsSkipped = skipped.count
+        if let first = skipped.first {
+            v.notes.append("\(skipped.count) folded pair(s) were not checked (\(first.batchNorm) folded into \(first.producer): \(first.skipped ?? "")"
+                + (skipped.count > 1 ? "; and \(skipped.count - 1) more" : "") + ")")
+        }
+        var worst = pairs.filter { $0.skipped == nil }.map(\.ratio).max() ?? 0
+        let sampled = pairs.filter { $0.channelsChecked < $0.channels }
+        if !sampled.isEmpty {
+            v.notes.append("\(sampled.count) large folded pair(s) were checked on a sample of their output channels ("
+                + sampled.map { "\($0.producer): \($0.channelsChecked) of \($0.channels)" }.joined(separator: ", ") + ")")
+        }
+        if let bad = pairs.first(where: \.failed) {
+            v.failure = "\(bad.failureDescription)\(pairs.count > 1 ? " (\(v.summary.pairsFailed) of \(pairs.count) pairs failed)" : "")"
+        }
+        if !modified {
+            v.summary.wholeModel = "skipped: nothing was folded"
+        } else {
+            if let bindings = inputs.bindings(original) { v.notes.append("the whole-model check ran on \(bindings)") }
+            switch FoldVerifier.verifyWholeModel(original: original, folded: folded, shapes: inputs.shapes, given: inputs.given,
+                                                 progress: progress.map { show in { show(FoldVerification.wholeModelStatus($0)) } }) {
+            case .passed(let report):
+                v.summary.wholeModel = "passed"
+                worst = max(worst, report.outputs.map(\.ratio).max() ?? 0)
+            case .failed(let report):
+                v.summary.wholeModel = "failed"
+                worst = max(worst, report.outputs.map(\.ratio).max() ?? .infinity)
+                if v.failure == nil, let bad = report.outputs.first(where: { !$0.equivalent }) {
+                    v.failure = "whole model, output '\(bad.name)': " + (bad.problem ?? String(
+                        format: "error %.3g against float64 exceeds the bound %.3g (ratio %.3g; the original's own error %.3g, scale %.3g)",
+                        bad.error ?? .nan, bad.bound ?? .nan, bad.ratio, bad.referenceNoise ?? .nan, bad.scale ?? .nan))
+                }
+            case .skipped(let reason):
+                v.summary.wholeModel = "skipped: \(reason)"
+            }
+        }
+        v.summary.worstRatio = worst
+        return v
+    }
+}
+
+extension FoldVerification {
+    /// `bnfold: verifying pair 3/20 (bn3 folded into conv3)`; the count is
+    /// the main graph's pairs (bodies' pairs go past it).
+    public static func pairStatus(_ pair: Int, of total: Int, _ label: String) -> String {
+        "bnfold: verifying pair \(pair)/\(max(total, pair)) (\(label))"
+    }
+
+    /// `bnfold: verifying the whole model, A in float64: node 40/176`.
+    public static func wholeModelStatus(_ p: CheckProgress) -> String {
+        "bnfold: verifying the whole model, \(p.run.rawValue): node \(p.node)/\(p.nodes)"
+    }
+}
+
+/// What the whole-model check is fed: `--input-shape` bindings and
+/// `--input` tensors (else symbolic dimensions are 1 and inputs random).
+public struct WholeModelInputs: Sendable {
+    /// Dimension bindings by input name (`--input-shape`).
+    public var shapes: [String: [Int]] = [:]
+    /// Tensors by input name (`--input`).
+    public var given: [String: RuntimeTensor] = [:]
+
+    public init() {}
+    /// Bindings the model rules out are input errors naming `path` now, not a skipped check later.
+    public init(shapes: [String: [Int]], given: [String: RuntimeTensor], model: Model, path: String) throws {
+        self.shapes = shapes
+        self.given = given
+        guard !shapes.isEmpty || !given.isEmpty else { return }
+        do {
+            _ = try EquivalenceChecker(a: model, b: model).inputSpecs(shapes: shapes)
+        } catch let error as EquivalenceError {
+            throw ModelFileError(file: path, error.message)
+        }
+    }
+
+    /// "input 'X' [2, 3, 64, 64] (N = 2 from --input-shape), …" for every
+    /// input with a symbolic or unknown dimension, or given as a file; nil
+    /// when the model has none (nothing was chosen for the user).
+    public func bindings(_ model: Model) -> String? {
+        guard let graph = model.graph, let specs = try? InputSpec.inputs(of: graph, shapes: shapes) else { return nil }
+        var parts: [String] = []
+        for spec in specs {
+            if given[spec.name] != nil { parts.append("input '\(spec.name)' from --input"); continue }
+            let dims = graph.inputs.first { $0.name == spec.name }?.type?.tensorType?.shape?.dims ?? []
+            let free = dims.enumerated().compactMap { i, d -> String? in
+                if case .value? = d.value { return nil }
+                let label = if case .param(let p)? = d.value { p } else { "axis \(i)" }
+                return "\(label) = \(spec.shape[i])"
+            }
+            guard !free.isEmpty else { continue }
+            let source = shapes[spec.name] != nil ? ", from --input-shape" : ": unbound; --input-shape sets it"
+            parts.append("input '\(spec.name)' \(spec.shape) (\(free.joined(separator: ", "))\(source))")
+        }
+        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+    }
+}
+
