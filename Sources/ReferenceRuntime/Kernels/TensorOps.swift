@@ -67,16 +67,7 @@ let tensorKernels: [String: Kernel] = [
             throw KernelError("X must be floating point")
         }
         // As Softmax: opset ≥ 13 along `axis`, before on the 2-D coercion.
-        let axis = try ctx.axis(try ctx.int("axis", ctx.opset >= 13 ? -1 : 1), rank: x.rank)
-        let outer = x.shape[..<axis].reduce(1, *)
-        let length: Int, inner: Int
-        if ctx.opset >= 13 {
-            length = x.rank == 0 ? 1 : x.shape[axis]
-            inner = x.rank == 0 ? 1 : x.shape[(axis + 1)...].reduce(1, *)
-        } else {
-            length = x.shape[axis...].reduce(1, *)
-            inner = 1
-        }
+        let (outer, length, inner) = try softmaxLayout(ctx, x)
         var values = x.doubles()
         for o in 0..<outer {
             for i in 0..<inner {
