@@ -7,7 +7,7 @@ VENV := .venv-crosscheck
 RELEASE_BIN := .build/release/bnfold
 DEMO_FIXTURE := Fixtures/torch_resnet18.onnx
 
-.PHONY: all deps build release demo test unit-test asan-test crosscheck venv proto bench docs fuzz clean \
+.PHONY: all deps build release demo test unit-test asan-test crosscheck conformance venv proto bench docs fuzz clean \
 	static install uninstall dist wheel package-test
 
 all: release
@@ -31,7 +31,7 @@ demo: release
 # The whole suite: Swift tests, the same under AddressSanitizer, the
 # onnxruntime cross-check of every fixture, then the shipped packages
 # (install tree, tarball, wheel) run with the toolchain hidden.
-test: unit-test asan-test crosscheck package-test
+test: unit-test asan-test crosscheck conformance package-test
 
 unit-test: deps
 	$(SWIFT) build --build-tests
@@ -68,6 +68,14 @@ crosscheck: release venv
 	$(SWIFT) build -c release --product RefRun
 	$(VENV)/bin/python Tests/CrossCheck/runtime_oracle.py --refrun .build/release/RefRun
 	$(VENV)/bin/python Tests/CrossCheck/check_ort_folded.py --bnfold $(RELEASE_BIN) --scratch bench-out
+
+# The ONNX backend node suite (from the onnx wheel) through the reference
+# runtime: counts per operator and a total; fails when a case of
+# Tests/Conformance/expected-pass.txt stops passing or a result is wrong
+# without a reason in Tests/Conformance/known-wrong.txt.
+conformance: release venv
+	$(SWIFT) build -c release --product RefRun
+	$(VENV)/bin/python Tests/Conformance/conformance.py --refrun .build/release/RefRun
 
 # Regenerates Sources/CONNX from Proto/onnx.proto (needs protoc-c, Debian
 # protobuf-c-compiler). The output is committed; builds do not need protoc-c.

@@ -357,7 +357,7 @@ extension Interpreter {
     static let kernels: [String: Kernel] = {
         var table: [String: Kernel] = [:]
         for family in [convKernels, normalizationKernels, matmulKernels, elementwiseKernels,
-                       layoutKernels, poolKernels, reduceKernels, resizeKernels] {
+                       layoutKernels, poolKernels, reduceKernels, resizeKernels, mathKernels, tensorKernels] {
             table.merge(family) { first, _ in first }
         }
         return table

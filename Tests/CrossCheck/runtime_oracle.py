@@ -174,6 +174,70 @@ CASES = [
     case("Split num_outputs", "Split", [([2, 5], F)], dict(axis=1, num_outputs=2), outputs=2, opset=18, exact=True),
     case("Upsample-9 nearest", "Upsample", [([1, 1, 2, 3], F)], dict(mode="nearest"),
          consts={1: np.array([1, 1, 2, 2], np.float32)}, opset=9, exact=True),
+    # Operators added for the backend node suite (Kernels/Math.swift, Kernels/TensorOps.swift).
+    case("Sqrt", "Sqrt", [([3, 4], "pos")]),
+    case("Exp", "Exp", [([3, 4], F)]),
+    case("Log", "Log", [([3, 4], "pos")]),
+    case("Reciprocal", "Reciprocal", [([3, 4], "pos")]),
+    case("Erf", "Erf", [([3, 4], F)]),
+    case("Neg int64", "Neg", [([3, 4], "int")], exact=True),
+    case("Abs", "Abs", [([3, 4], F)], exact=True),
+    case("Sign", "Sign", [([3, 4], F)], exact=True),
+    case("Ceil", "Ceil", [([3, 4], "wide")], exact=True),
+    case("Floor", "Floor", [([3, 4], "wide")], exact=True),
+    case("Round", "Round", [([3, 4], "wide")], exact=True),
+    case("Sin", "Sin", [([3, 4], F)]),
+    case("Cos", "Cos", [([3, 4], F)]),
+    case("Tan", "Tan", [([3, 4], F)]),
+    case("Atan", "Atan", [([3, 4], F)]),
+    case("Elu", "Elu", [([3, 4], F)], dict(alpha=0.7)),
+    case("Selu", "Selu", [([3, 4], F)]),
+    case("Softplus", "Softplus", [([3, 4], "wide")]),
+    case("Softsign", "Softsign", [([3, 4], F)]),
+    case("Gelu tanh", "Gelu", [([3, 4], F)], dict(approximate="tanh"), opset=20),
+    case("Gelu", "Gelu", [([3, 4], F)], opset=20),
+    case("PRelu broadcast", "PRelu", [([2, 3, 4], F), ([3, 1], F)]),
+    case("Pow", "Pow", [([3, 4], "pos"), ([3, 4], F)]),
+    case("Pow int exponent", "Pow", [([3, 4], F)], consts={1: np.array(3, np.int64)}),
+    case("Equal int64 broadcast", "Equal", [([3, 4], "int"), ([4], "int")], exact=True),
+    case("Less", "Less", [([3, 4], F), ([3, 1], F)], exact=True),
+    case("LessOrEqual", "LessOrEqual", [([3, 4], "int"), ([1], "int")], exact=True),
+    case("Greater", "Greater", [([2, 3], F), ([3], F)], exact=True),
+    case("GreaterOrEqual", "GreaterOrEqual", [([3, 4], "int"), ([3, 4], "int")], exact=True),
+    case("And", "And", [([3, 4], "bool"), ([4], "bool")], exact=True),
+    case("Or", "Or", [([3, 4], "bool"), ([3, 1], "bool")], exact=True),
+    case("Xor", "Xor", [([3, 4], "bool"), ([3, 4], "bool")], exact=True),
+    case("Not", "Not", [([3, 4], "bool")], exact=True),
+    case("Where broadcast", "Where", [([2, 1, 4], "bool"), ([3, 4], F), ([1], F)], exact=True),
+    case("Mod int64", "Mod", [([3, 4], "int"), ([4], "int")], exact=True),
+    case("Mod fmod float", "Mod", [([3, 4], "wide"), ([3, 4], "pos")], dict(fmod=1)),
+    case("Max", "Max", [([3, 4], F), ([4], F), ([3, 1], F)], exact=True),
+    case("Min int64", "Min", [([3, 4], "int"), ([4], "int")], exact=True),
+    case("Sum", "Sum", [([3, 4], F), ([4], F), ([3, 4], F)]),
+    case("Mean", "Mean", [([3, 4], F), ([3, 1], F)]),
+    case("Range float", "Range", [], consts={0: np.array(1.5, np.float32), 1: np.array(-2, np.float32),
+                                             2: np.array(-0.75, np.float32)}),
+    case("Range int64", "Range", [], consts={0: np.array(10, np.int64), 1: np.array(-3, np.int64),
+                                             2: np.array(-4, np.int64)}, exact=True),
+    case("LogSoftmax", "LogSoftmax", [([2, 3, 4], F)], dict(axis=1)),
+    case("LogSoftmax-11", "LogSoftmax", [([2, 3, 4], F)], dict(axis=1), opset=11),
+    case("ArgMax keepdims", "ArgMax", [([3, 4, 5], F)], dict(axis=1), exact=True),
+    case("ArgMin last index", "ArgMin", [([3, 4], "int")], dict(axis=-1, keepdims=0, select_last_index=1), exact=True),
+    case("Trilu lower k", "Trilu", [([2, 3, 4], F)], dict(upper=0), consts={1: np.array(1, np.int64)}, opset=14, exact=True),
+    case("Trilu upper", "Trilu", [([4, 3], F)], opset=14, exact=True),
+    case("GatherElements", "GatherElements", [([3, 4], F)], dict(axis=1),
+         consts={1: np.array([[0, 3], [-1, 1], [2, 2]], np.int64)}, exact=True),
+    case("Tile", "Tile", [([2, 3], F)], consts={1: np.array([2, 3], np.int64)}, exact=True),
+    case("CumSum exclusive reverse", "CumSum", [([3, 4], F)], dict(exclusive=1, reverse=1),
+         consts={1: np.array(1, np.int64)}, opset=14),
+    case("DepthToSpace DCR", "DepthToSpace", [([1, 8, 2, 3], F)], dict(blocksize=2), exact=True),
+    case("DepthToSpace CRD", "DepthToSpace", [([2, 8, 2, 3], F)], dict(blocksize=2, mode="CRD"), exact=True),
+    case("SpaceToDepth", "SpaceToDepth", [([2, 2, 4, 6], F)], dict(blocksize=2), exact=True),
+    case("LayerNormalization", "LayerNormalization", [([2, 3, 4], F), ([3, 4], F), ([4], F)], dict(axis=1), outputs=3),
+    case("InstanceNormalization", "InstanceNormalization", [([2, 3, 4, 5], F), ([3], F), ([3], F)]),
+    case("ReduceProd", "ReduceProd", [([2, 3, 4], F)], dict(axes=[1], keepdims=0), opset=13),
+    case("ReduceL2", "ReduceL2", [([2, 3, 4], F)], dict(axes=[0, 2]), opset=13),
+    case("ReduceLogSumExp", "ReduceLogSumExp", [([2, 3, 4], "wide")], dict(axes=[2]), opset=13),
 ]
 
 
@@ -182,6 +246,11 @@ def random_input(rng, shape, kind):
         return rng.uniform(0.1, 2.0, shape).astype(np.float32)
     if kind == "pos":
         return rng.uniform(0.5, 2.0, shape).astype(np.float32)
+    if kind == "int":
+        # Non-zero integers (divisors of Mod), both signs.
+        return (rng.integers(1, 10, shape) * rng.choice([-1, 1], shape)).astype(np.int64)
+    if kind == "bool":
+        return rng.random(shape) < 0.5
     if kind == "wide":
         return rng.uniform(-300.0, 300.0, shape).astype(np.float32)
     return rng.uniform(-1.0, 1.0, shape).astype(NP[kind])

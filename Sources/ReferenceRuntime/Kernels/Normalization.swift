@@ -62,19 +62,7 @@ let normalizationKernels: [String: Kernel] = [
     },
     "Softmax": { ctx in
         let x = try ctx.input(0)
-        // Opset ≥ 13: along `axis` (default −1). Before: the input is seen as
-        // 2-D [∏ dims < axis, ∏ dims ≥ axis] (default axis 1).
-        let axisAttr = try ctx.int("axis", ctx.opset >= 13 ? -1 : 1)
-        let axis = try ctx.axis(axisAttr, rank: x.rank)
-        let outer = x.shape[..<axis].reduce(1, *)
-        let length: Int, inner: Int
-        if ctx.opset >= 13 {
-            length = x.rank == 0 ? 1 : x.shape[axis]
-            inner = x.rank == 0 ? 1 : x.shape[(axis + 1)...].reduce(1, *)
-        } else {
-            length = x.shape[axis...].reduce(1, *)
-            inner = 1
-        }
+        let (outer, length, inner) = try softmaxLayout(ctx, x)
         var values = x.doubles()
         guard RuntimeTensor.storageKind(of: x.elementType) != .int else { throw KernelError("X must be floating point") }
         for o in 0..<outer {
@@ -94,3 +82,15 @@ let normalizationKernels: [String: Kernel] = [
         return [try RuntimeTensor(shape: x.shape, values: values, elementType: x.elementType)]
     },
 ]
+
+/// Softmax's and LogSoftmax's runs: opset ≥ 13 along `axis` (default −1);
+/// before, the input is seen as 2-D [∏ dims < axis, ∏ dims ≥ axis] (default
+/// axis 1). The sizes before the run, of the run, and the stride inside it.
+func softmaxLayout(_ ctx: KernelContext, _ x: RuntimeTensor) throws -> (outer: Int, length: Int, inner: Int) {
+    let axis = try ctx.axis(try ctx.int("axis", ctx.opset >= 13 ? -1 : 1), rank: x.rank)
+    let outer = x.shape[..<axis].reduce(1, *)
+    if ctx.opset >= 13 {
+        return (outer, x.rank == 0 ? 1 : x.shape[axis], x.rank == 0 ? 1 : x.shape[(axis + 1)...].reduce(1, *))
+    }
+    return (outer, x.shape[axis...].reduce(1, *), 1)
+}

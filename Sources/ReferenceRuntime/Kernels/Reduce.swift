@@ -1,4 +1,7 @@
-/// ReduceSum, ReduceMean, ReduceMax, ReduceMin (accumulated in Double,
+import Foundation
+
+/// ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceSumSquare,
+/// ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp (accumulated in Double,
 /// rounded once into the element type).
 
 private func reduceKernel(_ name: String, axesInputSince: Int64, _ reduce: @escaping @Sendable ([Double]) -> Double) -> Kernel {
@@ -44,4 +47,14 @@ let reduceKernels: [String: Kernel] = [
     "ReduceMean": reduceKernel("ReduceMean", axesInputSince: 18) { $0.isEmpty ? .nan : $0.reduce(0, +) / Double($0.count) },
     "ReduceMax": reduceKernel("ReduceMax", axesInputSince: 18) { $0.contains { $0.isNaN } ? .nan : ($0.max() ?? -.infinity) },
     "ReduceMin": reduceKernel("ReduceMin", axesInputSince: 18) { $0.contains { $0.isNaN } ? .nan : ($0.min() ?? .infinity) },
+    "ReduceProd": reduceKernel("ReduceProd", axesInputSince: 18) { $0.reduce(1, *) },
+    "ReduceSumSquare": reduceKernel("ReduceSumSquare", axesInputSince: 18) { $0.reduce(0) { $0 + $1 * $1 } },
+    "ReduceL1": reduceKernel("ReduceL1", axesInputSince: 18) { $0.reduce(0) { $0 + abs($1) } },
+    "ReduceL2": reduceKernel("ReduceL2", axesInputSince: 18) { $0.reduce(0) { $0 + $1 * $1 }.squareRoot() },
+    "ReduceLogSum": reduceKernel("ReduceLogSum", axesInputSince: 18) { Foundation.log($0.reduce(0, +)) },
+    // log Σ eˣ, shifted by the largest value so that eˣ cannot overflow.
+    "ReduceLogSumExp": reduceKernel("ReduceLogSumExp", axesInputSince: 18) { v in
+        guard let top = v.max(), top.isFinite else { return Foundation.log(v.reduce(0) { $0 + Foundation.exp($1) }) }
+        return top + Foundation.log(v.reduce(0) { $0 + Foundation.exp($1 - top) })
+    },
 ]
