@@ -70,4 +70,28 @@ import TestSupport
             return e.description.hasSuffix("is the input file; pass --in-place to overwrite it")
         }
     }
+
+    /// README's `FoldPipeline` example on a fixture (README names the
+    /// files "model.onnx" and "fused.onnx"); the lines between the markers
+    /// must be README's.
+    @Test func readmeExampleRuns() throws {
+        let scratch = ScratchDirectory()
+        let (input, output) = (TestPaths.fixture("torch_tiny_resnet.onnx"), scratch.file("fused.onnx"))
+        var printed = ""
+        func print(_ line: String) { printed += line }
+        // README begins
+        let outcome = try FoldPipeline(passes: BuiltinPasses.all).run(input: input, output: output)
+        print("folded \(outcome.foldedCount) BatchNormalization(s); whole model \(outcome.verification.summary.wholeModel)")
+        // README ends
+        #expect(printed == "folded 6 BatchNormalization(s); whole model passed")
+        #expect(scratch.contents() == ["fused.onnx"])
+
+        let source = try String(contentsOf: TestPaths.root.appendingPathComponent("Tests/BnfoldCLITests/FoldPipelineTests.swift"), encoding: .utf8)
+        let readme = try String(contentsOf: TestPaths.root.appendingPathComponent("README.md"), encoding: .utf8)
+        let begin = try #require(source.range(of: "// README begins\n"))
+        let end = try #require(source.range(of: "        // README ends", range: begin.upperBound..<source.endIndex))
+        let tested = source[begin.upperBound..<end.lowerBound].split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        #expect(tested.count == 2)
+        for line in tested { #expect(readme.contains("\n" + line + "\n"), "README lacks: \(line)") }
+    }
 }
