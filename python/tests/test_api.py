@@ -118,8 +118,13 @@ def test_unknown_option_is_an_error(tmp_path: Path) -> None:
 
 
 def test_failed_verification_raises_with_exit_code_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The binary's test hook spoils the first fold, so verification must fail.
-    monkeypatch.setenv("BNFOLD_TEST_BREAK_FOLD", "1")
+    # A stand-in binary that fails as bnfold does when verification fails
+    # (exit 1, one error line, nothing written): the shipped binary has no
+    # hook to spoil a fold, and the wrapper's mapping is what is tested here.
+    fake = tmp_path / "bnfold-failing"
+    fake.write_text("#!/bin/sh\necho \"bnfold: error: $2: verification failed: pair bn folded into conv\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("BNFOLD_BINARY", str(fake))
     out = tmp_path / "f.onnx"
     with pytest.raises(bnfold.Error) as caught:
         bnfold.fold(MODEL, out)
