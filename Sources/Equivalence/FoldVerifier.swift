@@ -347,14 +347,14 @@ public enum FoldVerifier {
         let graph = scope.graph
         var name = name
         var hops = 0
-        while let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Identity"),
-              graph.nodes[p.node].inputs.count == 1, hops < graph.nodes.count {
-            name = graph.nodes[p.node].inputs[0]
+        while let p = graph.value(named: name).producer, graph[p.node].isOp("Identity"),
+              graph[p.node].inputs.count == 1, hops < graph.nodeCount {
+            name = graph[p.node].inputs[0]
             hops += 1
         }
         if let t = graph.initializer(named: name) { return t }
         if let p = graph.value(named: name).producer {
-            if graph.nodes[p.node].isOp("Constant"), let t = graph.nodes[p.node].attribute("value")?.t { return t }
+            if graph[p.node].isOp("Constant"), let t = graph[p.node].attribute("value")?.t { return t }
         } else if !graph.inputs.contains(where: { $0.name == name }), let outer = scope.enclosing.first {
             return try constant(name, in: Scope(graph: outer, enclosing: Array(scope.enclosing.dropFirst())))
         }
@@ -384,8 +384,8 @@ public enum FoldVerifier {
                 } else if var t = graph.initializer(named: name) {
                     t.name = name
                     g.initializers.append(t)
-                } else if let p = graph.value(named: name).producer, graph.nodes[p.node].isOp("Constant") {
-                    constantNodes.append(graph.nodes[p.node])
+                } else if let p = graph.value(named: name).producer, graph[p.node].isOp("Constant") {
+                    constantNodes.append(graph[p.node])
                 } else if var t = try? constant(name, in: scope) {  // behind Identity nodes, or outside a body
                     t.name = name
                     g.initializers.append(t)

@@ -2,14 +2,14 @@ import ONNXGraph
 
 /// Where a constant value comes from: what a pass must edit to change it.
 public indirect enum ConstantSource: Equatable, Sendable {
-    /// `graph.initializers[index]`.
-    case initializer(index: Int)
-    /// The `Constant` node `graph.nodes[index]`.
-    case constantNode(index: Int)
-    /// The output of the `Identity` node `graph.nodes[index]`, which forwards
+    /// The initializer `graph[id]`.
+    case initializer(InitializerID)
+    /// The `Constant` node `graph[id]`.
+    case constantNode(NodeID)
+    /// The output of the `Identity` node `graph[id]`, which forwards
     /// the constant from `source`. Exporters insert these when one
     /// parameter feeds several nodes; folds read through them.
-    case identity(index: Int, of: ConstantSource)
+    case identity(NodeID, of: ConstantSource)
     /// A constant of an enclosing graph, read by `name` from inside an
     /// If/Loop/Scan body. It belongs to the outer graph: a pass rewriting it
     /// for a node of the subgraph makes a local copy.
@@ -80,7 +80,7 @@ extension PassContext {
     /// Values computed by other nodes are not constant here: the
     /// `fold-constants` pass turns those it can evaluate into initializers.
     public func constant(named name: String, in graph: Graph) -> Result<(Tensor, ConstantSource), NotConstant> {
-        var identities: [Int] = []  // Identity nodes of `graph` passed through, nearest first
+        var identities: [NodeID] = []  // Identity nodes of `graph` passed through, nearest first
         var crossedAs: String?      // the name under which the lookup left `graph`
         var level = scope.enclosingGraphs.count  // which graph `current` is looked up in; count = `graph`
         var current = name
@@ -88,7 +88,7 @@ extension PassContext {
         func scopeGraph(_ level: Int) -> Graph { level == scope.enclosingGraphs.count ? graph : scope.enclosingGraphs[level] }
         func found(_ tensor: Tensor, _ local: ConstantSource) -> Result<(Tensor, ConstantSource), NotConstant> {
             let base = crossedAs.map { ConstantSource.enclosingGraph(name: $0) } ?? local
-            return .success((tensor, identities.reversed().reduce(base) { .identity(index: $1, of: $0) }))
+            return .success((tensor, identities.reversed().reduce(base) { .identity($1, of: $0) }))
         }
         func failed(_ why: NotConstant) -> Result<(Tensor, ConstantSource), NotConstant> {
             .failure(current == name ? why : .identityOf(source: current, why))
@@ -99,7 +99,7 @@ extension PassContext {
             if let i = v.initializer {
                 let overridable = v.isGraphInput && irVersion >= 4 && !(assumeConstantInputs && level == 0)
                 if overridable { return failed(.overridableInitializer) }
-                return found(g.initializers[i], .initializer(index: i))
+                return found(g[i], .initializer(i))
             }
             if v.isGraphInput { return failed(.graphInput) }
             guard let (nodeIndex, _) = v.producer else {
@@ -109,10 +109,10 @@ extension PassContext {
                 level -= 1
                 continue
             }
-            let node = g.nodes[nodeIndex]
+            let node = g[nodeIndex]
             if node.isOp("Constant") {
                 guard let tensor = Graph.constantNodeTensor(node) else { return failed(.unreadableConstant) }
-                return found(tensor, .constantNode(index: nodeIndex))
+                return found(tensor, .constantNode(nodeIndex))
             }
             guard node.isOp("Identity"), node.inputs.count == 1, !node.inputs[0].isEmpty,
                   !visited.contains(node.inputs[0]) else {

@@ -19,9 +19,9 @@ extension Graph {
     ///
     /// `source` is where the current value comes from (from
     /// ``PassContext/constant(named:in:)``).
-    public mutating func replaceConstantInput(node: Int, slot: Int, with tensor: Tensor,
+    public mutating func replaceConstantInput(node: NodeID, slot: Int, with tensor: Tensor,
                                               source: ConstantSource, context: PassContext) {
-        let name = nodes[node].inputs[slot]
+        let name = self[node].inputs[slot]
         let pinned = context.scope.pinnedNames
         func onlyReader(_ value: String) -> Bool {
             let v = self.value(named: value)
@@ -31,7 +31,7 @@ extension Graph {
         var rootName = name
         var link = source
         while case .identity(let index, let inner) = link {
-            rootName = nodes[index].inputs[0]
+            rootName = self[index].inputs[0]
             exclusive = exclusive && onlyReader(rootName)
             link = inner
         }
@@ -39,8 +39,8 @@ extension Graph {
             switch link {
             case .initializer(let index):
                 var replaced = tensor
-                replaced.name = initializers[index].name
-                replaceInitializer(at: index, with: replaced)
+                replaced.name = self[index].name
+                replaceInitializer(index, with: replaced)
                 if context.irVersion >= 4 && context.scope.isMainGraph {
                     removeInputs(named: [rootName])
                 }
@@ -48,7 +48,7 @@ extension Graph {
                 return
             case .constantNode(let index):
                 var replaced = tensor
-                let old = nodes[index].attributes[0]
+                let old = self[index].attributes[0]
                 replaced.name = old.name == "value" ? old.t?.name : nil
                 var attribute = Attribute.tensor("value", replaced)
                 attribute.docString = old.docString
@@ -99,13 +99,16 @@ extension Graph {
             candidates = []
             guard !deadNow.isEmpty else { break }
             dead.formUnion(deadNow)
-            let removable = Set(nodes.indices.filter { i in
-                (nodes[i].isOp("Constant") || nodes[i].isOp("Identity"))
-                    && nodes[i].outputs.allSatisfy { deadNow.contains($0) || $0.isEmpty }
+            // Their producers, found through the index (not by scanning the
+            // nodes: that made every fold cost the graph's size).
+            let removable = Set(deadNow.compactMap { value(named: $0).producer?.node }.filter { id in
+                let node = self[id]
+                return (node.isOp("Constant") || node.isOp("Identity"))
+                    && node.outputs.allSatisfy { deadNow.contains($0) || $0.isEmpty }
             })
             // An Identity's input may be dead now too: look at it next round.
-            for i in removable where nodes[i].isOp("Identity") { candidates.formUnion(nodes[i].inputs) }
-            removeNodes(at: removable)
+            for id in removable where self[id].isOp("Identity") { candidates.formUnion(self[id].inputs) }
+            removeNodes(removable)
             let deadInitializers = deadNow.filter { initializer(named: $0) != nil }
             removeInitializers(named: deadInitializers)
             removeInputs(named: deadInitializers)

@@ -4,7 +4,7 @@ import ONNXGraph
 /// `z_c = s_c·(x_c − μ_c) + β_c` with `s_c = γ_c / sqrt(σ²_c + ε)`: what
 /// the forward and backward folds read from the node.
 struct InferenceBatchNorm {
-    let node: Int
+    let node: NodeID
     let gamma: [Double], beta: [Double], mean: [Double], variance: [Double]
     /// ε from the attribute (default 1e-5); ONNX stores it as a float.
     let epsilon: Float
@@ -19,8 +19,8 @@ struct InferenceBatchNorm {
     /// with one used output, per the BatchNormalization version in force
     /// (`TrainingMode`, `NotSpatial`, `ExtraOutputsUsed`, `ShapeMismatch`);
     /// nil when it is one.
-    static func modeProblem(bn index: Int, in graph: Graph, opset: Int64) -> FoldMiss? {
-        let bn = graph.nodes[index]
+    static func modeProblem(bn index: NodeID, in graph: Graph, opset: Int64) -> FoldMiss? {
+        let bn = graph[index]
         if opset >= 14, let t = bn.intAttribute("training_mode"), t != 0 {
             return FoldMiss(.trainingMode, "training_mode = \(t): the output is normalized with batch statistics, which change with every batch" + trainingHint)
         }
@@ -50,9 +50,9 @@ struct InferenceBatchNorm {
 
     /// Reads γ, β, μ, σ² (constants of a float type, `channels` values
     /// each) and computes the scale. `partner` names the op in messages.
-    static func read(bn index: Int, in graph: Graph, context: PassContext, channels: Int,
+    static func read(bn index: NodeID, in graph: Graph, context: PassContext, channels: Int,
                      partner: String) -> Result<InferenceBatchNorm, FoldMiss> {
-        let bn = graph.nodes[index]
+        let bn = graph[index]
         var params: [[Double]] = []
         for (slot, role) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
             switch context.constant(named: bn.inputs[slot], in: graph, else: .nonConstantBNParameters,

@@ -20,7 +20,7 @@ struct LinearOperator {
     enum Kind: String { case conv = "Conv", convTranspose = "ConvTranspose", gemm = "Gemm", matMul = "MatMul" }
 
     let kind: Kind
-    let node: Int
+    let node: NodeID
     let label: String
     let weight: Tensor
     let weightSource: ConstantSource
@@ -52,10 +52,10 @@ struct LinearOperator {
         node.isDefaultDomain && Kind(rawValue: node.opType) != nil
     }
 
-    /// Reads `graph.nodes[index]`, or says why it cannot be folded into.
-    static func read(_ index: Int, in graph: Graph, context: PassContext) -> Result<LinearOperator, FoldMiss> {
-        let node = graph.nodes[index]
-        let label = node.displayName(index: index)
+    /// Reads `graph[index]`, or says why it cannot be folded into.
+    static func read(_ index: NodeID, in graph: Graph, context: PassContext) -> Result<LinearOperator, FoldMiss> {
+        let node = graph[index]
+        let label = node.displayName(index: index.raw)
         guard node.isDefaultDomain, let kind = Kind(rawValue: node.opType) else {
             return .failure(FoldMiss(.noFoldableProducer, "\(label) is a \(node.opType), not a linear op"))
         }
@@ -342,7 +342,7 @@ extension Graph {
     mutating func apply(_ rewrite: LinearRewrite, to op: LinearOperator, context: PassContext,
                         opset: Int64) -> Set<String> {
         let index = op.node
-        var maybeDead = Set(nodes[index].inputs.dropFirst())
+        var maybeDead = Set(self[index].inputs.dropFirst())
         if let weight = rewrite.weight {
             replaceConstantInput(node: index, slot: 1, with: weight, source: op.weightSource, context: context)
         }
@@ -353,12 +353,12 @@ extension Graph {
             // New, or a Gemm C that changes shape (a declaration of the old
             // name, e.g. an IR < 4 graph input, would then be wrong): a new
             // initializer; the old one goes if nothing else reads it.
-            let node = nodes[index]
+            let node = self[index]
             let base = node.name.flatMap { $0.isEmpty ? nil : $0 } ?? node.inputs[1]
             let name = context.uniqueName(base + "_bias", in: self)
             addInitializer(bias, named: name, context: context)
-            if nodes[index].inputs.count >= 3 {
-                maybeDead.insert(nodes[index].inputs[2])
+            if self[index].inputs.count >= 3 {
+                maybeDead.insert(self[index].inputs[2])
                 setInput(node: index, slot: 2, to: name)
             } else {
                 appendInput(node: index, name)

@@ -155,9 +155,9 @@ public struct PassManager {
         remarks += local.remarks[kept...].map { ScopedRemark(path: path, remark: $0) }
         var changed = modified
         var noLongerRead: Set<String> = []
-        for index in graph.nodes.indices where !graph.nodes[index].subgraphs.isEmpty {
-            var node = graph.nodes[index]
-            let label = node.displayName(index: index)
+        for id in graph.nodeIDs where !graph[id].subgraphs.isEmpty {
+            var node = graph[id]
+            let label = graph.label(id)
             let readBefore = Self.outerNamesRead(by: node)
             var nodeChanged = false
             for a in node.attributes.indices {
@@ -180,7 +180,7 @@ public struct PassManager {
             }
             if nodeChanged {
                 noLongerRead.formUnion(readBefore.subtracting(Self.outerNamesRead(by: node)))
-                graph.nodes[index] = node
+                graph.updateNode(id) { $0 = node }
                 changed = true
             }
         }

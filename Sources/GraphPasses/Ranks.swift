@@ -26,13 +26,13 @@ extension Graph {
         }
         if let t = initializer(named: name) { return t.dims.count }
         if let (node, _) = value(named: name).producer,
-           nodes[node].isOp("Flatten") || nodes[node].isOp("Gemm") {
+           self[node].isOp("Flatten") || self[node].isOp("Gemm") {
             return 2
         }
         // Through shape-preserving nodes, a bounded way back.
         if depth < 32, let (node, output) = value(named: name).producer, output == 0,
-           nodes[node].isDefaultDomain, Self.rankPreserving.contains(nodes[node].opType),
-           let input = nodes[node].inputs.first, !input.isEmpty {
+           self[node].isDefaultDomain, Self.rankPreserving.contains(self[node].opType),
+           let input = self[node].inputs.first, !input.isEmpty {
             return declaredRank(of: input, depth: depth + 1)
         }
         return nil

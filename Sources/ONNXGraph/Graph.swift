@@ -1,25 +1,35 @@
 /// `GraphProto`: nodes in topological order, the graph's inputs and outputs,
 /// constant tensors (initializers) and recorded types of intermediate values.
 ///
-/// A value type: passes take `inout Graph` and mutate it directly. Queries
-/// about values — who produces one, who uses it, whether it is constant —
-/// go through ``value(named:)``, answered from an index that is built on
-/// first use. The edits in `GraphEdits.swift` (``setInput(node:slot:to:)``,
-/// ``removeNodes(at:)``, ``appendInitializer(_:)``, …) keep that index
-/// current at the cost of what they touch; any other change to `nodes`,
-/// `initializers`, `sparseInitializers`, `inputs` or `outputs` drops it, and
-/// the next query rebuilds it from scratch.
+/// A value type: passes take `inout Graph` and mutate it directly. Nodes and
+/// initializers have stable identities (``NodeID``, ``InitializerID``):
+/// queries about values — who produces one, who uses it, whether it is
+/// constant — go through ``value(named:)`` and answer in those IDs, from an
+/// index built on first use. The edits in `GraphEdits.swift`
+/// (``setInput(node:slot:to:)``, ``replaceAllUses(of:with:)``,
+/// ``removeNodes(_:)``, ``appendInitializer(_:)``, …) keep that index
+/// current at the cost of what they touch, and erase without moving the
+/// other nodes, so IDs stay valid through them. ``nodes`` and
+/// ``initializers`` are the positional views (what the file holds, in
+/// order): reading them is free while nothing was erased; assigning through
+/// them compacts the storage (IDs become positions again) and drops the
+/// index, which the next query rebuilds from scratch.
 public struct Graph: Equatable {
     public var name: String?
+    /// The live nodes in order. Passes address nodes by ``NodeID``
+    /// (`graph[id]`, ``nodeIDs``) and change them through the edits;
+    /// assigning here renumbers the IDs.
     public var nodes: [Node] {
-        get { storedNodes }
-        _modify { dropIndex(); yield &storedNodes }
-        set { storedNodes = newValue; dropIndex() }
+        get { nodeStore.live }
+        _modify { nodeStore.compact(); dropIndex(); var slots = nodeStore.slots; nodeStore = SlotStore(); defer { nodeStore = SlotStore(slots) }; yield &slots }
+        set { nodeStore = SlotStore(newValue); dropIndex() }
     }
+    /// The live initializers in order (see ``nodes``: the same holds for
+    /// ``InitializerID``).
     public var initializers: [Tensor] {
-        get { storedInitializers }
-        _modify { dropIndex(); yield &storedInitializers }
-        set { storedInitializers = newValue; dropIndex() }
+        get { initializerStore.live }
+        _modify { initializerStore.compact(); dropIndex(); var slots = initializerStore.slots; initializerStore = SlotStore(); defer { initializerStore = SlotStore(slots) }; yield &slots }
+        set { initializerStore = SlotStore(newValue); dropIndex() }
     }
     public var sparseInitializers: [SparseTensor] = [] { didSet { dropIndex() } }
     public var docString: String?
@@ -35,12 +45,14 @@ public struct Graph: Equatable {
     public var metadataProps: [StringPair] = []
     public var unknownFields = UnknownFields()
 
-    var storedNodes: [Node] = []
-    var storedInitializers: [Tensor] = []
+    var nodeStore = SlotStore<Node>()
+    var initializerStore = SlotStore<Tensor>()
     var storedInputs: [ValueInfo] = []
 
     /// Lazily built use/def index; not part of the message.
     var index = GraphIndex()
+    /// The nodes edits touched, while ``recordingTouchedNodes(_:)`` runs.
+    var touchLog: Set<NodeID>?
 
     mutating func dropIndex() { index = GraphIndex() }
 
@@ -58,18 +70,65 @@ public struct Graph: Equatable {
         self.outputs = outputs
         self.initializers = initializers
     }
+
+    public static func == (a: Graph, b: Graph) -> Bool {
+        a.name == b.name && a.nodeStore == b.nodeStore && a.initializerStore == b.initializerStore
+            && a.sparseInitializers == b.sparseInitializers && a.docString == b.docString
+            && a.storedInputs == b.storedInputs && a.outputs == b.outputs && a.valueInfo == b.valueInfo
+            && a.quantizationAnnotations == b.quantizationAnnotations && a.metadataProps == b.metadataProps
+            && a.unknownFields == b.unknownFields
+    }
+}
+
+// MARK: - Nodes and initializers by identity
+
+extension Graph {
+    /// The node with this ID (which must be live: see ``contains(_:)``).
+    public subscript(_ id: NodeID) -> Node {
+        precondition(nodeStore.isLive(id.raw), "\(id) is not in the graph")
+        return nodeStore[id.raw]
+    }
+
+    /// Whether the node with this ID is in the graph (not erased).
+    public func contains(_ id: NodeID) -> Bool { nodeStore.isLive(id.raw) }
+
+    /// The IDs of the live nodes, in graph (topological) order.
+    public var nodeIDs: [NodeID] { nodeStore.liveSlots.map { NodeID($0) } }
+
+    /// The IDs of the live default-domain nodes of one of `opTypes`, in
+    /// order: where a pass rooted at those operators starts.
+    public func nodeIDs(ofType opTypes: Set<String>) -> [NodeID] {
+        nodeStore.liveSlots.filter { i in
+            let node = nodeStore[i]
+            return opTypes.contains(node.opType) && node.isDefaultDomain
+        }.map { NodeID($0) }
+    }
+
+    /// The number of live nodes.
+    public var nodeCount: Int { nodeStore.count }
+
+    /// The initializer with this ID (from ``Value/initializer``).
+    public subscript(_ id: InitializerID) -> Tensor {
+        precondition(initializerStore.isLive(id.raw), "\(id) is not in the graph")
+        return initializerStore[id.raw]
+    }
+
+    /// How to name a node in messages (see ``Node/displayName(index:)``): by
+    /// name, else type and position as read, else, for a node made since,
+    /// its ID.
+    public func label(_ id: NodeID) -> String { self[id].displayName(index: id.raw) }
 }
 
 // MARK: - Values: producers and uses
 
 /// Where a value is read.
 public struct Use: Equatable, Hashable, Sendable {
-    /// Index of the using node in `Graph.nodes`.
-    public var node: Int
+    /// The using node.
+    public var node: NodeID
     /// Which input of that node; nil when the node reads the value from inside
     /// one of its subgraphs (an If/Loop/Scan body naming an outer value).
     public var input: Int?
-    public init(node: Int, input: Int?) { self.node = node; self.input = input }
+    public init(node: NodeID, input: Int?) { self.node = node; self.input = input }
 }
 
 /// Everything the graph knows about one named value.
@@ -77,14 +136,14 @@ public struct Value: Sendable {
     public let name: String
     /// The node that computes it and which of its outputs it is; nil for
     /// graph inputs, initializers and values from an enclosing graph.
-    public let producer: (node: Int, output: Int)?
+    public let producer: (node: NodeID, output: Int)?
     /// Every read of the value in this graph, including reads from inside
     /// subgraphs, in node order.
     public let uses: [Use]
     public let isGraphInput: Bool
     public let isGraphOutput: Bool
-    /// Index in `Graph.initializers`, if an initializer has this name.
-    public let initializer: Int?
+    /// The initializer with this name, if any (read it with `graph[id]`).
+    public let initializer: InitializerID?
 
     /// True when nothing in the graph reads the value and it is not a graph output.
     public var isDead: Bool { uses.isEmpty && !isGraphOutput }
@@ -105,7 +164,7 @@ extension Graph {
 
     /// The initializer called `name`, if any.
     public func initializer(named name: String) -> Tensor? {
-        index.built(for: self).initializers[name].map { initializers[$0] }
+        index.built(for: self).initializers[name].map { self[$0] }
     }
 
     /// Every name this graph (and the graphs inside it) defines or reads:
@@ -136,13 +195,16 @@ extension Graph {
 /// name frees it for ``Graph/uniqueName(_:avoiding:)`` exactly as a rebuild
 /// would.
 final class GraphIndex: Equatable, @unchecked Sendable {
-    struct Producer: Equatable { var node: Int; var output: Int }
+    struct Producer: Equatable { var node: NodeID; var output: Int }
     struct Built: Equatable {
         var producers: [String: Producer] = [:]
         var uses: [String: [Use]] = [:]
         var inputNames: Set<String> = []
         var outputNames: Set<String> = []
-        var initializers: [String: Int] = [:]
+        var initializers: [String: InitializerID] = [:]
+        /// Whether two initializers share a name (invalid, but read): then
+        /// removal by name must look at every slot.
+        var repeatsInitializerNames = false
         /// Occurrences of every name the graph (and its subgraphs) holds.
         var nameCounts: [String: Int] = [:]
         /// Reads (node inputs, graph outputs, captures of subgraphs) and
@@ -174,14 +236,16 @@ final class GraphIndex: Equatable, @unchecked Sendable {
 
     static func build(_ graph: Graph) -> Built {
         var b = Built()
-        for (i, t) in graph.initializers.enumerated() {
-            if let n = t.name, b.initializers[n] == nil { b.initializers[n] = i }
+        for slot in graph.initializerStore.liveSlots {
+            let t = graph.initializerStore[slot]
+            if let n = t.name { if b.initializers[n] == nil { b.initializers[n] = InitializerID(slot) } else { b.repeatsInitializerNames = true } }
             if let n = t.name { b.count(n); b.define(n) }
         }
         for sparse in graph.sparseInitializers { if let n = sparse.values?.name { b.count(n); b.define(n) } }
         for v in graph.inputs { if let n = v.name { b.inputNames.insert(n); b.count(n); b.define(n) } }
         for v in graph.outputs { if let n = v.name { b.outputNames.insert(n); b.count(n); b.read(n) } }
-        for (i, node) in graph.nodes.enumerated() {
+        for slot in graph.nodeStore.liveSlots {
+            let node = graph.nodeStore[slot], i = NodeID(slot)
             for (slot, input) in node.inputs.enumerated() where !input.isEmpty {
                 b.uses[input, default: []].append(Use(node: i, input: slot))
                 b.count(input); b.read(input)

@@ -5,16 +5,19 @@
 /// (and every subgraph) each time: a pass that edits and queries in turn
 /// became quadratic in the graph's size (a chain of 1,000 Conv → BN folded in
 /// 33 s, 61 % of it rebuilding the index). These edits patch the index at the
-/// cost of what they touch — the value names involved, plus renumbering the
-/// positions after a removal — and fall back to dropping it for nodes that
-/// hold subgraphs. In debug builds each edit checks its patched index
-/// against a rebuild.
+/// cost of what they touch — the value names involved — and erase nodes and
+/// initializers by marking their slots, so no ID moves and nothing is
+/// renumbered (removal by position used to renumber every use after it and
+/// compact the arrays: still quadratic, ~33 s for 4,000 blocks). Nodes that
+/// hold subgraphs fall back to dropping the index. In debug builds each edit
+/// checks its patched index against a rebuild.
 extension Graph {
     /// Sets input `slot` of node `node` to the value `name` ("" omits it).
-    public mutating func setInput(node: Int, slot: Int, to name: String) {
-        let old = storedNodes[node].inputs[slot]
+    public mutating func setInput(node: NodeID, slot: Int, to name: String) {
+        let old = nodeStore[node.raw].inputs[slot]
         guard old != name else { return }
-        storedNodes[node].inputs[slot] = name
+        nodeStore.modify(node.raw) { $0.inputs[slot] = name }
+        touched(node)
         patchIndex { b in
             b.removeUse(Use(node: node, input: slot), of: old)
             b.addUse(Use(node: node, input: slot), of: name)
@@ -22,17 +25,33 @@ extension Graph {
     }
 
     /// Appends an input to node `node`.
-    public mutating func appendInput(node: Int, _ name: String) {
-        storedNodes[node].inputs.append(name)
-        let slot = storedNodes[node].inputs.count - 1
+    public mutating func appendInput(node: NodeID, _ name: String) {
+        let slot = nodeStore.modify(node.raw) { n in n.inputs.append(name); return n.inputs.count - 1 }
+        touched(node)
         patchIndex { b in b.addUse(Use(node: node, input: slot), of: name) }
     }
 
+    /// Makes every reader of the value `old` — node inputs and graph
+    /// outputs — read `new` instead, at the cost of `old`'s uses. Reads from
+    /// inside a subgraph are names in another graph: they drop the index
+    /// after the renaming there is done by the caller (they are left alone
+    /// here, and the uses of `old` from subgraphs stay).
+    public mutating func replaceAllUses(of old: String, with new: String) {
+        guard old != new, !old.isEmpty else { return }
+        for use in value(named: old).uses {
+            if let slot = use.input { setInput(node: use.node, slot: slot, to: new) }
+        }
+        if outputs.contains(where: { $0.name == old }) {
+            for i in outputs.indices where outputs[i].name == old { outputs[i].name = new }
+        }
+    }
+
     /// Sets output `slot` of node `node` to `name`.
-    public mutating func setOutput(node: Int, slot: Int, to name: String) {
-        let old = storedNodes[node].outputs[slot]
+    public mutating func setOutput(node: NodeID, slot: Int, to name: String) {
+        let old = nodeStore[node.raw].outputs[slot]
         guard old != name else { return }
-        storedNodes[node].outputs[slot] = name
+        nodeStore.modify(node.raw) { $0.outputs[slot] = name }
+        touched(node)
         patchIndex(checking: false) { b in
             if !old.isEmpty {
                 if b.producers[old] == GraphIndex.Producer(node: node, output: slot) { b.producers[old] = nil }
@@ -53,59 +72,89 @@ extension Graph {
         checkIndex()
     }
 
-    /// Changes node `node` in ways that do not touch its inputs, outputs,
-    /// name or subgraphs (its operator, attributes without graphs, doc
-    /// string); anything else drops the index.
-    public mutating func updateNode(_ node: Int, _ body: (inout Node) -> Void) {
-        let before = storedNodes[node]
-        body(&storedNodes[node])
-        let after = storedNodes[node]
+    /// Changes node `node` in ways that do not touch its inputs, outputs or
+    /// name (its operator, attributes, doc string); a change to those, or to
+    /// a node holding subgraphs, drops the index.
+    public mutating func updateNode(_ node: NodeID, _ body: (inout Node) -> Void) {
+        let before = nodeStore[node.raw]
+        nodeStore.modify(node.raw, body)
+        touched(node)
+        let after = nodeStore[node.raw]
         if before.inputs != after.inputs || before.outputs != after.outputs || before.name != after.name
             || !before.subgraphs.isEmpty || !after.subgraphs.isEmpty {
             dropIndex()
         }
     }
 
-    /// Replaces the initializer at `position`. The same name keeps the index
-    /// as it is; another name drops it.
-    public mutating func replaceInitializer(at position: Int, with tensor: Tensor) {
-        let sameName = storedInitializers[position].name == tensor.name
-        storedInitializers[position] = tensor
-        if !sameName { dropIndex() }
+    /// Appends `node` after every other node and returns its ID. The caller
+    /// keeps the order topological: the node may read any value, but no
+    /// earlier node may read its outputs.
+    @discardableResult
+    public mutating func appendNode(_ node: Node) -> NodeID {
+        let id = NodeID(nodeStore.append(node))
+        touched(id)
+        if !node.subgraphs.isEmpty { dropIndex(); return id }
+        patchIndex(checking: false) { b in
+            for (slot, input) in node.inputs.enumerated() { b.addUse(Use(node: id, input: slot), of: input) }
+            for (slot, output) in node.outputs.enumerated() where !output.isEmpty {
+                if b.producers[output] == nil { b.producers[output] = GraphIndex.Producer(node: id, output: slot) }
+                b.count(output); b.define(output)
+            }
+            if let n = node.name { b.count(n) }
+        }
+        checkIndex()
+        return id
+    }
+
+    /// Replaces the initializer `id`. The same name keeps the index as it
+    /// is; another name drops it.
+    public mutating func replaceInitializer(_ id: InitializerID, with tensor: Tensor) {
+        let oldName = initializerStore[id.raw].name
+        initializerStore[id.raw] = tensor
+        if let oldName { for use in value(named: oldName).uses { touched(use.node) } }
+        if oldName != tensor.name { dropIndex() }
         checkIndex()
     }
 
-    /// Appends an initializer.
-    public mutating func appendInitializer(_ tensor: Tensor) {
-        storedInitializers.append(tensor)
-        let position = storedInitializers.count - 1
+    /// Appends an initializer and returns its ID.
+    @discardableResult
+    public mutating func appendInitializer(_ tensor: Tensor) -> InitializerID {
+        let id = InitializerID(initializerStore.append(tensor))
         patchIndex { b in
             guard let n = tensor.name else { return }
-            if b.initializers[n] == nil { b.initializers[n] = position }
+            if b.initializers[n] == nil { b.initializers[n] = id } else { b.repeatsInitializerNames = true }
             b.count(n); b.define(n)
         }
+        return id
     }
 
     /// Removes the initializers called one of `names` (and nothing else).
     public mutating func removeInitializers(named names: Set<String>) {
         guard !names.isEmpty else { return }
-        let removed = storedInitializers.indices.filter { storedInitializers[$0].name.map(names.contains) ?? false }
+        // Usually one per name; a file may repeat a name (invalid), and the
+        // index knows only the first: then look at every slot.
+        let indexed = index.current
+        var removed: [(Int, String)] = []
+        if let indexed, !indexed.repeatsInitializerNames {
+            removed = names.compactMap { n in indexed.initializers[n].map { ($0.raw, n) } }
+        } else {
+            removed = initializerStore.liveSlots.compactMap { slot in
+                initializerStore[slot].name.flatMap { names.contains($0) ? (slot, $0) : nil }
+            }
+        }
         guard !removed.isEmpty else { return }
-        let removedNames = removed.compactMap { storedInitializers[$0].name }
-        storedInitializers.remove(sortedPositions: removed)
+        for (slot, _) in removed { initializerStore.erase(slot) }
         patchIndex { b in
-            for n in removedNames {
+            for (_, n) in removed {
                 b.initializers[n] = nil
                 b.count(n, by: -1); b.define(n, by: -1)
             }
-            let shift = Shift(removed: removed)
-            for i in b.initializers.values.indices { b.initializers.values[i] = shift(b.initializers.values[i]) }
         }
     }
 
     /// Removes the graph inputs called one of `names`.
     public mutating func removeInputs(named names: Set<String>) {
-        guard inputs.contains(where: { $0.name.map(names.contains) ?? false }) else { return }
+        guard !names.isEmpty, inputs.contains(where: { $0.name.map(names.contains) ?? false }) else { return }
         let gone = storedInputs.compactMap { $0.name }.filter(names.contains)
         storedInputs.removeAll { $0.name.map(names.contains) ?? false }
         patchIndex { b in
@@ -116,38 +165,61 @@ extension Graph {
         }
     }
 
-    /// Removes the nodes at `positions`; the others keep their order.
-    public mutating func removeNodes(at positions: Set<Int>) {
-        guard !positions.isEmpty else { return }
-        let removed = positions.sorted()
-        if removed.contains(where: { !storedNodes[$0].subgraphs.isEmpty }) {
-            storedNodes.remove(sortedPositions: removed)
+    /// Erases the nodes `ids`; the others keep their IDs and order. Costs
+    /// the erased nodes' inputs and outputs, not the graph.
+    public mutating func removeNodes(_ ids: Set<NodeID>) {
+        let ids = ids.filter(contains)
+        guard !ids.isEmpty else { return }
+        let gone = ids.map { ($0, nodeStore[$0.raw]) }
+        if touchLog != nil {
+            // What an erased node connected may fold now: its inputs'
+            // producers and its outputs' readers count as touched.
+            for (_, node) in gone {
+                for input in node.inputs where !input.isEmpty {
+                    if let p = value(named: input).producer { touched(p.node) }
+                }
+                for output in node.outputs where !output.isEmpty {
+                    for use in value(named: output).uses { touched(use.node) }
+                }
+            }
+        }
+        for id in ids { nodeStore.erase(id.raw); touched(id) }
+        if gone.contains(where: { !$0.1.subgraphs.isEmpty }) {
             dropIndex()
             return
         }
-        let gone = removed.map { storedNodes[$0] }
-        storedNodes.remove(sortedPositions: removed)
         patchIndex(checking: false) { b in
-            for (position, node) in zip(removed, gone) {
-                for (slot, input) in node.inputs.enumerated() { b.removeUse(Use(node: position, input: slot), of: input) }
+            for (id, node) in gone {
+                for (slot, input) in node.inputs.enumerated() { b.removeUse(Use(node: id, input: slot), of: input) }
                 for (slot, output) in node.outputs.enumerated() where !output.isEmpty {
-                    if b.producers[output] == GraphIndex.Producer(node: position, output: slot) { b.producers[output] = nil }
+                    if b.producers[output] == GraphIndex.Producer(node: id, output: slot) { b.producers[output] = nil }
                     b.count(output, by: -1); b.define(output, by: -1)
                 }
                 if let n = node.name { b.count(n, by: -1) }
             }
-            let shift = Shift(removed: removed)
-            for i in b.producers.values.indices { b.producers.values[i].node = shift(b.producers.values[i].node) }
-            for i in b.uses.values.indices {
-                for k in b.uses.values[i].indices { b.uses.values[i][k].node = shift(b.uses.values[i][k].node) }
-            }
         }
         // A value whose producer went may still be produced by another node
         // (an invalid graph): only a rebuild finds it.
-        if let b = index.current, gone.contains(where: { $0.outputs.contains { !$0.isEmpty && b.producers[$0] == nil && b.definedCounts[$0] != nil } }) {
+        if let b = index.current, gone.contains(where: { $0.1.outputs.contains { !$0.isEmpty && b.producers[$0] == nil && b.definedCounts[$0] != nil } }) {
             dropIndex()
         }
         checkIndex()
+    }
+
+    /// Runs `body` and returns with its result the nodes its edits touched
+    /// (changed, added or erased; the readers of a replaced initializer;
+    /// the producers and readers an erased node was connected to):
+    /// what a worklist driver re-examines after a rewrite.
+    public mutating func recordingTouchedNodes<R>(_ body: (inout Graph) throws -> R) rethrows -> (R, Set<NodeID>) {
+        let outer = touchLog
+        touchLog = []
+        defer { touchLog = outer.map { $0.union(touchLog ?? []) } }
+        let result = try body(&self)
+        return (result, touchLog ?? [])
+    }
+
+    private mutating func touched(_ id: NodeID) {
+        if touchLog != nil { touchLog!.insert(id) }
     }
 
     /// Applies `body` to this graph's own copy of the built index (if one is
@@ -165,7 +237,10 @@ extension Graph {
     func checkIndex() {
         #if DEBUG
         if let current = index.current {
-            let rebuilt = GraphIndex.build(self)
+            var rebuilt = GraphIndex.build(self)
+            // "Names may repeat" is a conservative hint: it stays set after
+            // the repeat is gone.
+            if current.repeatsInitializerNames { rebuilt.repeatsInitializerNames = true }
             if current != rebuilt {
                 let fields = [("producers", current.producers == rebuilt.producers), ("uses", current.uses == rebuilt.uses),
                               ("inputs", current.inputNames == rebuilt.inputNames), ("outputs", current.outputNames == rebuilt.outputNames),
@@ -176,20 +251,6 @@ extension Graph {
             }
         }
         #endif
-    }
-}
-
-/// New positions after removing the (sorted) positions `removed`.
-private struct Shift {
-    let removed: [Int]
-    func callAsFunction(_ position: Int) -> Int {
-        // Number of removed positions below `position` (binary search).
-        var low = 0, high = removed.count
-        while low < high {
-            let mid = (low + high) / 2
-            if removed[mid] < position { low = mid + 1 } else { high = mid }
-        }
-        return position - low
     }
 }
 
@@ -214,21 +275,5 @@ extension GraphIndex.Built {
         list.remove(at: at)
         uses[name] = list.isEmpty ? nil : list
         count(name, by: -1); read(name, by: -1)
-    }
-}
-
-extension Array {
-    /// Removes the elements at `positions` (ascending, distinct), keeping the
-    /// order of the rest: one pass that moves each kept element once.
-    mutating func remove(sortedPositions positions: [Int]) {
-        guard let first = positions.first else { return }
-        if positions.count == 1 { remove(at: first); return }
-        var write = first, next = 0
-        for read in first..<count {
-            if next < positions.count && positions[next] == read { next += 1; continue }
-            swapAt(write, read)
-            write += 1
-        }
-        removeLast(count - write)
     }
 }

@@ -18,9 +18,9 @@ import TestSupport
         func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
             guard context.scope.path.isEmpty,
                   let conv = graph.nodes.first(where: { $0.isOp("Conv") }),
-                  let i = graph.initializers.firstIndex(where: { $0.name == conv.inputs[1] }),
-                  let count = graph.initializers[i].elementCount else { return PassResult(modified: false) }
-            graph.replaceInitializer(at: i, with: try graph.initializers[i].scaledBlocks(
+                  let i = graph.value(named: conv.inputs[1]).initializer,
+                  let count = graph[i].elementCount else { return PassResult(modified: false) }
+            graph.replaceInitializer(i, with: try graph[i].scaledBlocks(
                 blockSize: count, scale: [factor], channelOfBlock: { _ in 0 }))
             return PassResult(modified: false)
         }

@@ -15,10 +15,10 @@ struct FoldWithoutEpsilon: GraphPass {
     func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         var modified = false
         while let bnIndex = graph.nodes.firstIndex(where: { n in
-            n.isOp("BatchNormalization") && graph.value(named: n.inputs[0]).producer.map { graph.nodes[$0.node].isOp("Conv") } == true
+            n.isOp("BatchNormalization") && graph.value(named: n.inputs[0]).producer.map { graph[$0.node].isOp("Conv") } == true
         }) {
             let bn = graph.nodes[bnIndex]
-            let convIndex = graph.value(named: bn.inputs[0]).producer!.node
+            let convIndex = graph.value(named: bn.inputs[0]).producer!.node.raw
             let conv = graph.nodes[convIndex]
             let w = graph.initializer(named: conv.inputs[1])!
             let p = try bn.inputs[1...4].map { try graph.initializer(named: $0)!.doubles() }

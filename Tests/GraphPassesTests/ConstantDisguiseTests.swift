@@ -245,8 +245,8 @@ struct ConstantLookupTests {
                                   Node(opType: "Identity", inputs: ["a"], outputs: ["b"])],
                           outputs: [ValueInfo(name: "b")], initializers: [w])
         let (tensor, source) = try context.constant(named: "b", in: graph).get()
-        #expect(source == .identity(index: 1, of: .identity(index: 0, of: .initializer(index: 0))))
-        #expect(source.root == .initializer(index: 0))
+        #expect(source == .identity(1, of: .identity(0, of: .initializer(0))))
+        #expect(source.root == .initializer(0))
         #expect(try tensor.doubles() == [1, 2])
     }
 
@@ -281,7 +281,7 @@ struct ConstantLookupTests {
         #expect(i.dims == [])
         #expect(try i.int64s() == [-3])
         let (ints, source) = try context.constant(named: "is", in: graph).get()
-        #expect(source == .constantNode(index: 1))
+        #expect(source == .constantNode(1))
         #expect(ints.dims == [2])
         #expect(try ints.int64s() == [4, 5])
     }

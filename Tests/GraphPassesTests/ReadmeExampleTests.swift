@@ -17,29 +17,24 @@ struct RemoveIdentityAndDropout: GraphPass {
 
     func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         var modified = false
-        var index = 0
-        while index < graph.nodes.count {
-            let node = graph.nodes[index]
+        // A NodeID names the same node through every edit (erasing a node
+        // moves no other), so the list taken here stays valid as we remove.
+        for id in graph.nodeIDs(ofType: ["Identity", "Dropout"]) {
+            let node = graph[id]
             let passThrough = node.isOp("Identity")
-                || (node.isOp("Dropout") && node.inputs.count == 1
+                || (node.inputs.count == 1
                     && node.outputs.dropFirst().allSatisfy { $0.isEmpty || graph.value(named: $0).isDead })
             guard passThrough, node.inputs.count >= 1, let output = node.outputs.first,
-                  !graph.value(named: output).isGraphOutput else { index += 1; continue }
-            for use in graph.value(named: output).uses {
-                if let slot = use.input {
-                    graph.nodes[use.node].inputs[slot] = node.inputs[0]
-                    modified = true
-                }
-            }
+                  !graph.value(named: output).isGraphOutput else { continue }
+            // The edits keep the use/def index current: each costs what it touches.
+            graph.replaceAllUses(of: output, with: node.inputs[0])
+            modified = true
             if graph.value(named: output).uses.isEmpty {
-                graph.nodes.remove(at: index)
-                context.remark(Remark(kind: .applied, pass: name, reason: "PassThroughRemoved",
-                                      node: node.displayName(index: index),
+                let label = graph.label(id)
+                graph.removeNodes([id])
+                context.remark(Remark(kind: .applied, pass: name, reason: "PassThroughRemoved", node: label,
                                       message: "\(node.opType) removed; its readers now read '\(node.inputs[0])'"))
-                modified = true
-            } else {
-                index += 1  // still read inside a subgraph: keep it
-            }
+            }  // else still read inside a subgraph: keep it
         }
         return PassResult(modified: modified)
     }

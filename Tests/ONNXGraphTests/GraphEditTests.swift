@@ -3,8 +3,9 @@ import Testing
 import TestSupport
 
 /// The index-keeping edits: after any sequence of them, every query answers
-/// as a graph rebuilt from scratch does (names freed by a removal are free
-/// again for `uniqueName`, positions renumbered, uses in order).
+/// as a graph whose index is rebuilt from scratch does (names freed by a
+/// removal are free again for `uniqueName`, uses in order), and no edit
+/// moves a node's ID.
 @Suite("Graph edits")
 struct GraphEditTests {
     /// What a query-by-query comparison needs: every answer for every name.
@@ -16,11 +17,16 @@ struct GraphEditTests {
         } + [g.uniqueName("fresh"), "\(g.capturedNames.sorted())"]
     }
 
-    /// The same graph with its index dropped (assigning `nodes` rebuilds).
+    /// The same graph (same IDs) with its index dropped: the next query rebuilds it.
     func rebuilt(_ g: Graph) -> Graph {
         var copy = g
-        copy.nodes = g.nodes
+        copy.dropIndex()
         return copy
+    }
+
+    /// Every live node by ID, named: what must not move.
+    func nodesByID(_ g: Graph) -> [NodeID: String] {
+        Dictionary(uniqueKeysWithValues: g.nodeIDs.map { ($0, g[$0].name ?? "") })
     }
 
     @Test("Random edit sequences keep every query equal to a rebuild")
@@ -41,20 +47,27 @@ struct GraphEditTests {
             let names = ["x", "fresh", "extra"] + (0..<length).flatMap { ["w\($0)", "v\($0)", "n\($0)"] }
             _ = g.value(named: "x")   // build the index, so the edits patch it
             for _ in 0..<6 {
-                let n = g.nodes.count
-                guard n > 0 else { break }
-                switch Int.random(in: 0..<7, using: &rng) {
-                case 0: g.setInput(node: Int.random(in: 0..<n, using: &rng), slot: 1, to: names.randomElement(using: &rng)!)
-                case 1: g.appendInput(node: Int.random(in: 0..<n, using: &rng), "extra")
-                case 2: g.setOutput(node: Int.random(in: 0..<n, using: &rng), slot: 0, to: "extra")
+                let ids = g.nodeIDs
+                guard !ids.isEmpty else { break }
+                let before = nodesByID(g)
+                var removed: Set<NodeID> = []
+                switch Int.random(in: 0..<8, using: &rng) {
+                case 0: g.setInput(node: ids.randomElement(using: &rng)!, slot: 1, to: names.randomElement(using: &rng)!)
+                case 1: g.appendInput(node: ids.randomElement(using: &rng)!, "extra")
+                case 2: g.setOutput(node: ids.randomElement(using: &rng)!, slot: 0, to: "extra")
                 case 3: g.appendInitializer(makeTensor("extra", .float, dims: [1], values: [1]))
                 case 4: g.removeInitializers(named: [names.randomElement(using: &rng)!])
                 case 5:
-                    let k = Int.random(in: 1...min(2, n), using: &rng)
-                    g.removeNodes(at: Set((0..<k).map { _ in Int.random(in: 0..<n, using: &rng) }))
+                    let k = Int.random(in: 1...min(2, ids.count), using: &rng)
+                    removed = Set((0..<k).map { _ in ids.randomElement(using: &rng)! })
+                    g.removeNodes(removed)
+                case 6: g.replaceAllUses(of: names.randomElement(using: &rng)!, with: "extra")
                 default: g.removeInputs(named: ["x"])
                 }
                 #expect(answers(g, names: names) == answers(rebuilt(g), names: names), "round \(round)")
+                // Survivors keep their IDs; erased ones are gone.
+                let after = nodesByID(g)
+                #expect(after == before.filter { !removed.contains($0.key) }, "round \(round)")
             }
         }
     }
@@ -71,7 +84,7 @@ struct GraphEditTests {
         #expect(g.value(named: "z").uses.count == 1)
         #expect(snapshot.value(named: "x").uses.count == 1)
         #expect(snapshot.value(named: "z").uses.isEmpty)
-        g.removeNodes(at: [0])
+        g.removeNodes([0])
         #expect(g.uniqueName("z") == "z")   // the last reader went: the name is free again
         #expect(snapshot.nodes.count == 1)
     }

@@ -100,7 +100,7 @@ extension Graph {
     public func constantTensor(named name: String) -> Tensor? {
         if let t = initializer(named: name) { return t }
         guard let (index, _) = value(named: name).producer else { return nil }
-        let node = nodes[index]
+        let node = self[index]
         guard node.isOp("Constant"), let a = node.attribute("value"), a.type == .tensor else { return nil }
         return a.t
     }

@@ -75,30 +75,30 @@ public struct FoldAffineIntoProducer: GraphPass {
 
     /// A Mul/Add with a constant operand and a Conv/ConvTranspose/Gemm on the other.
     struct Candidate {
-        let node: Int
+        let node: NodeID
         let isMul: Bool
-        let producer: Int
+        let producer: NodeID
         let constantSlot: Int
         let constant: Tensor
     }
 
-    func candidate(_ index: Int, in graph: Graph, context: PassContext) -> Candidate? {
-        let node = graph.nodes[index]
+    func candidate(_ index: NodeID, in graph: Graph, context: PassContext) -> Candidate? {
+        let node = graph[index]
         guard node.isOp("Mul") || node.isOp("Add"), node.inputs.count == 2, node.outputs.count == 1, !node.outputs[0].isEmpty else { return nil }
         for slot in 0..<2 {
             guard case .success(let (tensor, _)) = context.constant(named: node.inputs[slot], in: graph),
                   let (p, output) = graph.value(named: node.inputs[1 - slot]).producer, output == 0,
-                  ["Conv", "ConvTranspose", "Gemm"].contains(where: graph.nodes[p].isOp) else { continue }
+                  ["Conv", "ConvTranspose", "Gemm"].contains(where: graph[p].isOp) else { continue }
             return Candidate(node: index, isMul: node.isOp("Mul"), producer: p, constantSlot: slot, constant: tensor)
         }
         return nil
     }
 
     func match(_ c: Candidate, in graph: Graph, context: PassContext) -> Result<(LinearOperator, LinearRewrite), FoldMiss> {
-        let node = graph.nodes[c.node]
+        let node = graph[c.node]
         let y = node.inputs[1 - c.constantSlot]
         let v = graph.value(named: y)
-        let producerLabel = graph.nodes[c.producer].displayName(index: c.producer)
+        let producerLabel = graph[c.producer].displayName(index: c.producer.raw)
         if v.isGraphOutput {
             return .failure(FoldMiss(.producerIsGraphOutput, "the output '\(y)' of \(producerLabel) is also a graph output, which must keep its values"))
         }
@@ -129,12 +129,12 @@ public struct FoldAffineIntoProducer: GraphPass {
 
     func apply(_ rewrite: LinearRewrite, op: LinearOperator, candidate c: Candidate, to graph: inout Graph,
                context: PassContext, opset: Int64) {
-        let node = graph.nodes[c.node]
+        let node = graph[c.node]
         var candidates = graph.apply(rewrite, to: op, context: context, opset: opset)
         candidates.formUnion(node.inputs)
         // The producer now computes the Mul/Add's output, under its name.
-        graph.nodes[op.node].outputs[0] = node.outputs[0]
-        graph.nodes.remove(at: c.node)
+        graph.setOutput(node: op.node, slot: 0, to: node.outputs[0])
+        graph.removeNodes([c.node])
         graph.removeDeadValues(candidates, context: context)
     }
 }

@@ -96,7 +96,7 @@ public struct FoldBatchNorm: GraphPass {
         let scan = context  // what the folds read: the scope and options, not the remarks
         let modified = foldEachCandidate(
             in: &graph, context: &context, pass: name,
-            isCandidate: { g, i in g.nodes[i].isOp("BatchNormalization") },
+            isCandidate: { g, i in g[i].isOp("BatchNormalization") },
             fold: { g, i in
                 match(bn: i, in: g, opset: opset, context: scan).map { fold in
                     apply(fold, to: &g, context: scan, opset: opset)
@@ -122,7 +122,7 @@ public struct FoldBatchNorm: GraphPass {
 
     /// The Add of MatMul → Add → BN.
     struct AddStep {
-        let node: Int
+        let node: NodeID
         let label: String
         /// The Add's constant operand, per output column.
         let values: [Double]
@@ -144,33 +144,33 @@ public struct FoldBatchNorm: GraphPass {
         }
     }
 
-    func match(bn index: Int, in graph: Graph, opset: Int64, context: PassContext) -> Result<Fold, FoldMiss> {
+    func match(bn index: NodeID, in graph: Graph, opset: Int64, context: PassContext) -> Result<Fold, FoldMiss> {
         if let problem = InferenceBatchNorm.modeProblem(bn: index, in: graph, opset: opset) { return .failure(problem) }
-        let x = graph.nodes[index].inputs[0]
+        let x = graph[index].inputs[0]
 
         // The producer: a linear op, or an Add(constant) after a MatMul.
-        let producerIndex: Int
-        var addIndex: Int?
+        let producerIndex: NodeID
+        var addIndex: NodeID?
         switch singleUseProducer(of: x, consumer: index, in: graph, context: context) {
         case .failure(let miss): return .failure(miss)
         case .success(let p):
-            if LinearOperator.isLinear(graph.nodes[p]) {
+            if LinearOperator.isLinear(graph[p]) {
                 producerIndex = p
             } else if let (matMul, _) = matMulBeforeAdd(p, in: graph, context: context) {
-                switch singleUseProducer(of: graph.nodes[matMul].outputs[0], consumer: p, in: graph, context: context) {
+                switch singleUseProducer(of: graph[matMul].outputs[0], consumer: p, in: graph, context: context) {
                 case .failure(let miss): return .failure(miss)
                 case .success: (producerIndex, addIndex) = (matMul, p)
                 }
             } else {
-                let add = graph.nodes[p].isOp("Add") ? " (an Add folds only after a MatMul; fold-mul-add folds it after a Conv, ConvTranspose or Gemm)" : ""
-                return .failure(FoldMiss(.noFoldableProducer, "its input '\(x)' comes from a \(graph.nodes[p].opType) node, not a Conv, ConvTranspose, Gemm or MatMul\(add)"))
+                let add = graph[p].isOp("Add") ? " (an Add folds only after a MatMul; fold-mul-add folds it after a Conv, ConvTranspose or Gemm)" : ""
+                return .failure(FoldMiss(.noFoldableProducer, "its input '\(x)' comes from a \(graph[p].opType) node, not a Conv, ConvTranspose, Gemm or MatMul\(add)"))
             }
         }
-        let producerNode = graph.nodes[producerIndex]
-        let producerLabel = producerNode.displayName(index: producerIndex)
+        let producerNode = graph[producerIndex]
+        let producerLabel = producerNode.displayName(index: producerIndex.raw)
         if producerNode.isOp("MatMul") {
             // Y = A·B with B [K, N]: the columns are channels only when Y is [batch, N].
-            let names = [producerNode.inputs[0], producerNode.outputs[0], x, graph.nodes[index].outputs[0]]
+            let names = [producerNode.inputs[0], producerNode.outputs[0], x, graph[index].outputs[0]]
             guard let rank = context.declaredRank(ofAny: names, in: graph) else {
                 return .failure(FoldMiss(.unknownRank, "the rank of the input '\(producerNode.inputs[0])' of \(producerLabel) is not declared, so it is unknown whether the BN's channel axis 1 is the MatMul's feature axis"))
             }
@@ -185,7 +185,7 @@ public struct FoldBatchNorm: GraphPass {
         }
         var add: AddStep?
         if let addIndex {
-            let addNode = graph.nodes[addIndex]
+            let addNode = graph[addIndex]
             guard let (_, constantSlot) = matMulBeforeAdd(addIndex, in: graph, context: context),
                   case .success(let (tensor, _)) = context.constant(named: addNode.inputs[constantSlot], in: graph)
             else { return .failure(FoldMiss(.noFoldableProducer, "the Add before it has no constant operand")) }
@@ -195,7 +195,7 @@ public struct FoldBatchNorm: GraphPass {
             switch perChannelValues(of: tensor, named: addNode.inputs[constantSlot], outputRank: 2, channels: op.outChannels) {
             case .failure(let miss): return .failure(miss)
             case .success(let values):
-                add = AddStep(node: addIndex, label: addNode.displayName(index: addIndex), values: values,
+                add = AddStep(node: addIndex, label: addNode.displayName(index: addIndex.raw), values: values,
                               constantName: addNode.inputs[constantSlot])
             }
         }
@@ -217,30 +217,30 @@ public struct FoldBatchNorm: GraphPass {
 
     /// The node producing `value`, when `consumer` is its only reader and it
     /// is not a graph output.
-    func singleUseProducer(of value: String, consumer: Int, in graph: Graph,
-                           context: PassContext) -> Result<Int, FoldMiss> {
+    func singleUseProducer(of value: String, consumer: NodeID, in graph: Graph,
+                           context: PassContext) -> Result<NodeID, FoldMiss> {
         let v = graph.value(named: value)
         guard let (producer, slot) = v.producer else {
             return .failure(FoldMiss(.noFoldableProducer, "its input '\(value)' comes from no node (a graph input or initializer), not a Conv, ConvTranspose, Gemm or MatMul"))
         }
         guard slot == 0 else {
-            return .failure(FoldMiss(.noFoldableProducer, "its input '\(value)' is output \(slot) of a \(graph.nodes[producer].opType) node, not the output of a Conv, ConvTranspose, Gemm or MatMul"))
+            return .failure(FoldMiss(.noFoldableProducer, "its input '\(value)' is output \(slot) of a \(graph[producer].opType) node, not the output of a Conv, ConvTranspose, Gemm or MatMul"))
         }
-        let node = graph.nodes[producer]
+        let node = graph[producer]
         // A node that is not a candidate is reported as such, before its
         // other uses matter.
         guard LinearOperator.isLinear(node) || matMulBeforeAdd(producer, in: graph, context: context) != nil else {
             return .success(producer)
         }
-        let label = node.displayName(index: producer)
+        let label = node.displayName(index: producer.raw)
         if v.isGraphOutput {
             return .failure(FoldMiss(.producerIsGraphOutput, "the output '\(value)' of \(label) is also a graph output, which must keep its unnormalized values"))
         }
         if v.uses.count != 1 {
             let others = v.uses.filter { $0.node != consumer }
             let what = others.count == 1
-                ? (others[0].input == nil ? "a subgraph of \(graph.nodes[others[0].node].displayName(index: others[0].node))"
-                    : "\(graph.nodes[others[0].node].displayName(index: others[0].node))")
+                ? (others[0].input == nil ? "a subgraph of \(graph[others[0].node].displayName(index: others[0].node.raw))"
+                    : "\(graph[others[0].node].displayName(index: others[0].node.raw))")
                 : "\(others.count) other nodes"
             return .failure(FoldMiss(.producerHasOtherUses, "the output '\(value)' of \(label) is also used by \(what), which needs its unnormalized values"))
         }
@@ -249,13 +249,13 @@ public struct FoldBatchNorm: GraphPass {
 
     /// For an Add node `add` with one constant operand whose other operand a
     /// MatMul computes: the MatMul's index and the constant's input slot.
-    func matMulBeforeAdd(_ add: Int, in graph: Graph, context: PassContext) -> (Int, Int)? {
-        let node = graph.nodes[add]
+    func matMulBeforeAdd(_ add: NodeID, in graph: Graph, context: PassContext) -> (NodeID, Int)? {
+        let node = graph[add]
         guard node.isOp("Add"), node.inputs.count == 2 else { return nil }
         for slot in 0..<2 {
             guard case .success = context.constant(named: node.inputs[slot], in: graph),
                   let (p, output) = graph.value(named: node.inputs[1 - slot]).producer, output == 0,
-                  graph.nodes[p].isOp("MatMul")
+                  graph[p].isOp("MatMul")
             else { continue }
             return (p, slot)
         }
@@ -265,29 +265,20 @@ public struct FoldBatchNorm: GraphPass {
     // MARK: Rewriting
 
     func apply(_ fold: Fold, to graph: inout Graph, context: PassContext, opset: Int64) {
-        let bn = graph.nodes[fold.bn.node]
+        let bn = graph[fold.bn.node]
         let op = fold.producer
         var candidates = graph.apply(fold.rewrite, to: op, context: context, opset: opset)
-        candidates.insert(graph.nodes[op.node].outputs[0])
+        candidates.insert(graph[op.node].outputs[0])
         // The producer now computes the BN's output, under the BN's name.
         graph.setOutput(node: op.node, slot: 0, to: bn.outputs[0])
-        var removed: Set<Int> = [fold.bn.node]
+        var removed: Set<NodeID> = [fold.bn.node]
         if let add = fold.add {
-            candidates.formUnion(graph.nodes[add.node].inputs + graph.nodes[add.node].outputs)
+            candidates.formUnion(graph[add.node].inputs + graph[add.node].outputs)
             removed.insert(add.node)
         }
-        graph.removeNodes(at: removed)
+        graph.removeNodes(removed)
         candidates.formUnion(bn.inputs.dropFirst())
         candidates.formUnion(bn.outputs.dropFirst())
         graph.removeDeadValues(candidates, context: context)
     }
 }
-
-extension PassContext {
-    /// Forgets this pass's `missed` remarks of the current run (the pass
-    /// re-decides them after a rewrite moved node indices).
-    mutating func dropMissedRemarks(pass: String) {
-        remarks.removeAll { $0.kind == .missed && $0.pass == pass }
-    }
-}
-

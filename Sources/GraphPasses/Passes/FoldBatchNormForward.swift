@@ -59,7 +59,7 @@ public struct FoldBatchNormForward: GraphPass {
         let scan = context  // what the folds read: the scope and options, not the remarks
         let modified = foldEachCandidate(
             in: &graph, context: &context, pass: name,
-            isCandidate: { g, i in g.nodes[i].isOp("BatchNormalization") && consumer(ofBatchNorm: i, in: g) != nil },
+            isCandidate: { g, i in g[i].isOp("BatchNormalization") && consumer(ofBatchNorm: i, in: g) != nil },
             fold: { g, i in
                 guard let consumer = consumer(ofBatchNorm: i, in: g) else {
                     return .failure(FoldMiss(.noFoldableProducer, "no Conv, Gemm or MatMul reads its output"))
@@ -78,10 +78,10 @@ public struct FoldBatchNormForward: GraphPass {
     // MARK: Matching
 
     /// The first Conv, Gemm or MatMul reading the BN's output as its data input.
-    func consumer(ofBatchNorm index: Int, in graph: Graph) -> Int? {
-        guard let output = graph.nodes[index].outputs.first, !output.isEmpty else { return nil }
+    func consumer(ofBatchNorm index: NodeID, in graph: Graph) -> NodeID? {
+        guard let output = graph[index].outputs.first, !output.isEmpty else { return nil }
         return graph.value(named: output).uses.first { use in
-            use.input == 0 && ["Conv", "Gemm", "MatMul"].contains(where: graph.nodes[use.node].isOp)
+            use.input == 0 && ["Conv", "Gemm", "MatMul"].contains(where: graph[use.node].isOp)
         }?.node
     }
 
@@ -98,13 +98,13 @@ public struct FoldBatchNormForward: GraphPass {
         }
     }
 
-    func match(bn index: Int, consumer: Int, in graph: Graph, opset: Int64,
+    func match(bn index: NodeID, consumer: NodeID, in graph: Graph, opset: Int64,
                context: PassContext) -> Result<Fold, FoldMiss> {
         if let problem = InferenceBatchNorm.modeProblem(bn: index, in: graph, opset: opset) { return .failure(problem) }
-        let bnNode = graph.nodes[index]
+        let bnNode = graph[index]
         let output = graph.value(named: bnNode.outputs[0])
-        let node = graph.nodes[consumer]
-        let label = node.displayName(index: consumer)
+        let node = graph[consumer]
+        let label = node.displayName(index: consumer.raw)
         if output.isGraphOutput {
             return .failure(FoldMiss(.batchNormOutputIsGraphOutput, "its output '\(output.name)' is a graph output, so it cannot move into \(label)"))
         }
@@ -184,11 +184,11 @@ public struct FoldBatchNormForward: GraphPass {
     // MARK: Rewriting
 
     func apply(_ fold: Fold, to graph: inout Graph, context: PassContext, opset: Int64) {
-        let bn = graph.nodes[fold.bn.node]
+        let bn = graph[fold.bn.node]
         var candidates = graph.apply(fold.rewrite, to: fold.op, context: context, opset: opset)
         // The op reads what the BN read.
-        graph.nodes[fold.op.node].inputs[0] = bn.inputs[0]
-        graph.nodes.remove(at: fold.bn.node)
+        graph.setInput(node: fold.op.node, slot: 0, to: bn.inputs[0])
+        graph.removeNodes([fold.bn.node])
         candidates.formUnion(bn.inputs.dropFirst())
         candidates.formUnion(bn.outputs)
         graph.removeDeadValues(candidates, context: context)

@@ -117,23 +117,23 @@ public struct FoldConstants: GraphPass {
         guard let opset = context.defaultOpsetVersion else { return PassResult(modified: false) }
         let supported = Interpreter.supportedOperators
         var modified = false
-        var index = 0
-        while index < graph.nodes.count {
-            let node = graph.nodes[index]
-            let label = node.displayName(index: index)
-            guard let inputs = foldableInputs(of: node, in: graph, context: context) else { index += 1; continue }
+        // IDs do not move when a node is erased, and a node's readers come
+        // after it: one pass in ID order sees every node whose inputs an
+        // earlier fold made constant.
+        for id in graph.nodeIDs where graph.contains(id) {
+            let node = graph[id]
+            let label = graph.label(id)
+            guard let inputs = foldableInputs(of: node, in: graph, context: context) else { continue }
             let outcome = evaluate(node, inputs: inputs, opset: opset, supported: supported)
             switch outcome {
             case .leftAlone:
-                index += 1
+                continue
             case .missed(let miss):
                 context.remark(Remark(kind: .missed, pass: name, reason: miss.reason.rawValue, node: label,
                                       message: miss.message))
-                index += 1
             case .folded(let outputs):
-                let before = graph.nodes.count
                 let read = outputs.filter { !graph.value(named: $0.name ?? "").uses.isEmpty }
-                graph.nodes.remove(at: index)
+                graph.removeNodes([id])
                 for output in read { graph.addInitializer(output, named: output.name ?? "", context: context) }
                 // The inputs only this node read, and outputs nobody reads
                 // (their value_info would otherwise name nothing).
@@ -143,9 +143,6 @@ public struct FoldConstants: GraphPass {
                 context.remark(Remark(kind: .applied, pass: name, reason: Reason.folded.rawValue, node: label,
                                       message: "computed \(node.opType) as a constant (\(shapes))"))
                 modified = true
-                // Every node removed sat at or before `index` (the folded one
-                // and the constants only it read), so the next node is here:
-                index += 1 - (before - graph.nodes.count)
             }
         }
         return PassResult(modified: modified)

@@ -22,11 +22,11 @@ struct BreakFirstFold: GraphPass {
     func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         for node in graph.nodes where node.isOp("Conv") && node.inputs.count > 1 {
             let weightName = node.inputs[1]
-            guard let i = graph.initializers.firstIndex(where: { $0.name == weightName }),
-                  let count = graph.initializers[i].elementCount, count > 0,
-                  let broken = try? graph.initializers[i].scaledBlocks(blockSize: count, scale: [1.01], channelOfBlock: { _ in 0 })
+            guard let i = graph.value(named: weightName).initializer,
+                  let count = graph[i].elementCount, count > 0,
+                  let broken = try? graph[i].scaledBlocks(blockSize: count, scale: [1.01], channelOfBlock: { _ in 0 })
             else { break }
-            graph.replaceInitializer(at: i, with: broken)
+            graph.replaceInitializer(i, with: broken)
             // Not reported as a change: the fixed point must not run it again.
             return PassResult(modified: false)
         }
