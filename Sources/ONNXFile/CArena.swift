@@ -147,26 +147,48 @@ enum ProducedBytesMaterializer {
 /// Placeholder address ranges standing for produced bytes while a model is
 /// being packed (see ``CArena/bytes(_:)``).
 enum ProducedRegions {
+    private typealias Entry = (base: UInt, count: Int, producer: any ByteProducer)
     private static let lock = NSLock()
     nonisolated(unsafe) private static var live: [UInt: (count: Int, producer: any ByteProducer)] = [:]
+    /// `live` sorted by base address, rebuilt on the first lookup after a
+    /// change. The sink asks once per write callback — a model with many
+    /// produced tensors makes thousands of regions and many more callbacks,
+    /// so a linear scan made packing quadratic; registration all happens
+    /// before packing starts, so one sort serves every lookup.
+    nonisolated(unsafe) private static var sorted: [Entry]?
 
     static func add(_ base: UnsafeMutableRawPointer, count: Int, producer: any ByteProducer) {
         lock.lock(); defer { lock.unlock() }
         live[UInt(bitPattern: base)] = (count, producer)
+        sorted = nil
     }
 
     static func remove(_ base: UnsafeMutableRawPointer) {
         lock.lock(); defer { lock.unlock() }
         live[UInt(bitPattern: base)] = nil
+        sorted = nil
     }
 
     /// The producer and the offset into its bytes that `pointer` stands for.
     static func locate(_ pointer: UnsafeRawPointer, count: Int) -> (producer: any ByteProducer, offset: Int)? {
         let p = UInt(bitPattern: pointer)
         lock.lock(); defer { lock.unlock() }
-        for (base, entry) in live where p >= base && p + UInt(count) <= base + UInt(entry.count) {
-            return (entry.producer, Int(p - base))
+        if live.isEmpty { return nil }
+        if sorted == nil {
+            sorted = live.map { (base: $0.key, count: $0.value.count, producer: $0.value.producer) }
+                .sorted { $0.base < $1.base }
         }
-        return nil
+        let regions = sorted!
+        // The last region starting at or before `p` (regions never overlap:
+        // each is its own mapping).
+        var lo = 0, hi = regions.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if regions[mid].base <= p { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo > 0 else { return nil }
+        let r = regions[lo - 1]
+        guard p + UInt(count) <= r.base + UInt(r.count) else { return nil }
+        return (r.producer, Int(p - r.base))
     }
 }
