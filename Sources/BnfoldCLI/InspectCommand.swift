@@ -92,8 +92,10 @@ struct InspectReport: Encodable {
         // A BN is identified by its path and output name (display names of
         // unnamed nodes carry an index that moves when other nodes go).
         let remaining = Set(InspectReport.batchNorms(in: folded.graph ?? Graph(name: nil), path: "").map(\.key))
+        // Remarks grouped by node once (one filter per BN was quadratic).
+        let remarksByNode = Dictionary(grouping: remarks, by: \.node)
         for (name, key, producer, consumers) in InspectReport.batchNorms(in: graph, path: "") {
-            let about = remarks.filter { $0.node == name }
+            let about = remarksByNode[name] ?? []
             let applied = about.last { $0.kind == .applied }
             let missed = about.last { $0.kind == .missed }
             let gone = !remaining.contains(key)
@@ -107,12 +109,20 @@ struct InspectReport: Encodable {
     /// Each BatchNormalization of `graph` and its subgraphs, with its neighbours.
     static func batchNorms(in graph: Graph, path: String) -> [(name: String, key: String, producer: Neighbour?, consumers: [Neighbour])] {
         var result: [(name: String, key: String, producer: Neighbour?, consumers: [Neighbour])] = []
-        for (index, node) in graph.nodes.enumerated() {
+        let nodes = graph.nodes
+        // Producer and readers of every value, in one sweep (first producer
+        // wins; readers in node order, each once).
+        var producerOf: [String: Int] = [:]
+        var readersOf: [String: [Int]] = [:]
+        for (index, node) in nodes.enumerated() {
+            for o in node.outputs where !o.isEmpty && producerOf[o] == nil { producerOf[o] = index }
+            for i in Set(node.inputs) where !i.isEmpty { readersOf[i, default: []].append(index) }
+        }
+        func neighbour(_ i: Int) -> Neighbour { Neighbour(op: nodes[i].opType, name: nodes[i].displayName(index: i)) }
+        for (index, node) in nodes.enumerated() {
             if node.isOp("BatchNormalization"), let x = node.inputs.first, let y = node.outputs.first {
-                let producer = graph.nodes.enumerated().first { $0.element.outputs.contains(x) }
-                    .map { Neighbour(op: $0.element.opType, name: $0.element.displayName(index: $0.offset)) }
-                let consumers = graph.nodes.enumerated().filter { $0.element.inputs.contains(y) }
-                    .map { Neighbour(op: $0.element.opType, name: $0.element.displayName(index: $0.offset)) }
+                let producer = producerOf[x].map(neighbour)
+                let consumers = (readersOf[y] ?? []).map(neighbour)
                 result.append((path + node.displayName(index: index), path + y, producer, consumers))
             }
             for attribute in node.attributes {
