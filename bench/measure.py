@@ -25,6 +25,12 @@
         onnxruntime's ms per inference the way RefRun --time measures it
         (default session options but intra_op_num_threads = T); one JSON line.
 
+    measure.py chains --small 4K --large 64K --identity ID --bnfold B --scratch DIR
+        The graph-core figures (issue 13) on bench/make_chain.py's models:
+        64k vs 4k verified fold, --no-verify / verified / inspect vs
+        --passes none on 64k, 4k against onnxruntime's optimizer, the
+        Identity chain against its --passes none; medians of --runs.
+
     measure.py ort-optimize IN OUT
         onnxruntime's offline optimizer: ORT_ENABLE_BASIC (which includes
         Conv+BatchNormalization fusion) and optimized_model_filepath=OUT.
@@ -150,6 +156,65 @@ def cmd_wrap(args):
     if sampler:
         result.update(anon_kib=sampler.anon_kib, file_kib=sampler.file_kib)
     print(json.dumps(result))
+
+
+# ---------------------------------------------------------------- chains
+
+
+def cmd_chains(args):
+    """Issue 13's graph-core targets: how the passes, the verifier and
+    `inspect` cost grows with the graph, each figure beside its reference
+    (`--passes none` on the same file, the 4k run, onnxruntime's optimizer)."""
+    py = sys.executable
+    scratch = args.scratch
+    out = os.path.join(scratch, "chain.onnx")
+
+    def median_wall(label, cmd, output=out):
+        spec = {"label": label, "cmd": cmd, "out": output}
+        print(f"  {label}", end="", flush=True)
+        runs = measured_runs(spec, scratch, args.runs)
+        return statistics.median(r["wall"] for r in runs)
+
+    def fold(model, *extra):
+        return [args.bnfold, model, "-o", out, *extra]
+
+    rows, missed = [], []
+
+    def row(what, value, reference, ref_label, target):
+        ratio = value / reference if reference > 0 else float("inf")
+        ok = ratio <= target
+        if not ok:
+            missed.append(what)
+        rows.append([what, f"{value:.2f} s", f"{reference:.2f} s ({ref_label})", f"{ratio:.2f}x",
+                     f"<= {target:g}x", "yes" if ok else "MISSED"])
+
+    small, large, ident = args.small, args.large, args.identity
+    print(f"chains: medians of {args.runs} runs")
+    f4 = median_wall("4k verified fold", fold(small))
+    o4 = None
+    if not args.no_ort:
+        o4 = median_wall("4k onnxruntime optimizer", [py, os.path.abspath(__file__), "ort-optimize", small,
+                                                       os.path.join(scratch, "ort.onnx")],
+                         output=os.path.join(scratch, "ort.onnx"))
+    none64 = median_wall("64k --passes none", fold(large, "--passes", "none"))
+    nov64 = median_wall("64k --no-verify", fold(large, "--no-verify"))
+    f64 = median_wall("64k verified fold", fold(large))
+    ins64 = median_wall("64k inspect", [args.bnfold, "inspect", large], output=os.path.join(scratch, "none"))
+    idnone = median_wall("identity --passes none", fold(ident, "--passes", "none"))
+    idfold = median_wall("identity verified fold", fold(ident))
+
+    row("64k verified fold", f64, f4, "4k verified fold", 24)
+    row("64k --no-verify", nov64, none64, "64k --passes none", 1.5)
+    row("64k verified fold", f64, none64, "64k --passes none", 4)
+    row("64k inspect", ins64, none64, "64k --passes none", 2)
+    if o4 is not None:
+        row("4k verified fold", f4, o4, "onnxruntime optimizer", 0.25)
+    row("10k Identity chain fold", idfold, idnone, "its --passes none", 2)
+    print()
+    print(fmt_table(["figure", "bnfold", "reference", "ratio", "target", "met"], rows,
+                    [False, True, True, True, True, False]))
+    print("chains: " + ("all targets met" if not missed else "MISSED: " + "; ".join(missed)))
+    return 0
 
 
 # ---------------------------------------------------------------- ort-optimize
@@ -833,6 +898,15 @@ def main():
     t.add_argument("--runs", type=int, default=10)
     t.add_argument("--threads", type=int, default=0)
 
+    c = sub.add_parser("chains")
+    c.add_argument("--small", required=True, help="the 4,000-block Conv-BN chain (bench/make_chain.py)")
+    c.add_argument("--large", required=True, help="the 64,000-block Conv-BN chain")
+    c.add_argument("--identity", required=True, help="the 10,000-deep Identity chain")
+    c.add_argument("--bnfold", required=True)
+    c.add_argument("--scratch", required=True)
+    c.add_argument("--runs", type=int, default=3)
+    c.add_argument("--no-ort", action="store_true")
+
     o = sub.add_parser("ort-optimize")
     o.add_argument("input")
     o.add_argument("output")
@@ -845,7 +919,7 @@ def main():
     elif args.command == "ort-time":
         cmd_ort_time(args)
     else:
-        commands = {"huge": cmd_huge, "bench": cmd_bench, "runtime": cmd_runtime}
+        commands = {"huge": cmd_huge, "bench": cmd_bench, "runtime": cmd_runtime, "chains": cmd_chains}
         try:
             sys.exit(commands[args.command](args))
         except RuntimeError as e:

@@ -20,7 +20,12 @@
 # onnxruntime, and whole-process `bnfold check A B` against
 # bench/check_ort.py A B (about 20 s).
 #
-# Environment: BENCH_RUNS (measured runs per command, default 3),
+# Then the graph-core chains (bench/make_chain.py, cached): Conv-BN-Relu
+# chains of 4,000 and 64,000 blocks and a 10,000-deep Identity chain, each
+# figure beside its reference (--passes none, the 4k run, onnxruntime's
+# optimizer); about 3 minutes.
+#
+# Environment: BENCH_CHAINS=0 (skip the chains), BENCH_RUNS (measured runs per command, default 3),
 # BENCH_WIDTH (VGG-11 width multiplier, default 4), BENCH_NO_ORT=1 (skip the
 # onnxruntime reference), BENCH_HUGE=0 (skip the > 2 GiB case),
 # BENCH_HUGE_RUNS (its measured runs per command, default BENCH_RUNS),
@@ -93,6 +98,19 @@ if [ "${BENCH_RUNTIME:-1}" != 0 ]; then
     "$python" bench/measure.py runtime --model "$resnet" --bnfold "$bnfold" --refrun "$refrun" \
         --scratch "$scratch" --runs "$runs" --infer-runs "${BENCH_INFER_RUNS:-10}" || rc=$?
     echo "bench: reference-runtime section done in $(( $(date +%s) - runtime_start )) s"
+fi
+
+if [ "${BENCH_CHAINS:-1}" != 0 ]; then
+    echo
+    echo "bench: graph-core chains (BENCH_CHAINS=0 skips them)"
+    chains_start=$(date +%s)
+    c4=$("$python" bench/make_chain.py --out-dir "$out" --blocks 4000)
+    c64=$("$python" bench/make_chain.py --out-dir "$out" --blocks 64000)
+    cid=$("$python" bench/make_chain.py --out-dir "$out" --kind identity --blocks 10000)
+    echo
+    "$python" bench/measure.py chains --small "$c4" --large "$c64" --identity "$cid" --bnfold "$bnfold" \
+        --scratch "$scratch" --runs "$runs" ${ort_flag[@]+"${ort_flag[@]}"} || rc=$?
+    echo "bench: chains done in $(( $(date +%s) - chains_start )) s"
 fi
 
 echo "bench: done in $(( $(date +%s) - start )) s"
