@@ -21,12 +21,19 @@ build: deps
 release: deps
 	$(SWIFT) build -c release --product bnfold
 
-# Folds a bundled PyTorch ResNet-18 export and prints the report.
+# Folds a bundled PyTorch ResNet-18 export, prints the report, keeps the
+# fused model in demo-out/ and checks it against the original.
+DEMO_OUT := demo-out
 demo: release
-	@out=$$(mktemp -d) && \
-	  echo "$$ bnfold $(DEMO_FIXTURE) -o $$out/resnet18-fused.onnx" && \
-	  $(RELEASE_BIN) $(DEMO_FIXTURE) -o $$out/resnet18-fused.onnx && \
-	  rm -rf "$$out"
+	@mkdir -p $(DEMO_OUT)
+	@echo "$$ $(RELEASE_BIN) $(DEMO_FIXTURE) -o $(DEMO_OUT)/resnet18-fused.onnx"
+	@$(RELEASE_BIN) $(DEMO_FIXTURE) -o $(DEMO_OUT)/resnet18-fused.onnx
+	@echo
+	@echo "$$ $(RELEASE_BIN) check $(DEMO_FIXTURE) $(DEMO_OUT)/resnet18-fused.onnx"
+	@$(RELEASE_BIN) check $(DEMO_FIXTURE) $(DEMO_OUT)/resnet18-fused.onnx
+	@echo
+	@echo "The binary is $(RELEASE_BIN) (make install puts a self-contained one on PATH);"
+	@echo "the fused model stays in $(DEMO_OUT)/."
 
 # The whole suite: Swift tests, the same under AddressSanitizer, the
 # onnxruntime cross-check of every fixture, then the shipped packages
@@ -146,4 +153,4 @@ package-test: deps
 	@SWIFT=$(SWIFT) PYTHON=$(PYTHON) MAKE="$(MAKE)" bash scripts/package-test.sh
 
 clean:
-	rm -rf .build $(ASAN_BUILD) $(STATIC_BUILD) $(VENV) $(DIST) python/build
+	rm -rf .build $(DEMO_OUT) $(ASAN_BUILD) $(STATIC_BUILD) $(VENV) $(DIST) python/build

@@ -115,6 +115,7 @@ struct Fold: ParsableCommand {
             verification: verification.summary,
             seconds: .init(read: outcome.seconds.read, passes: outcome.seconds.passes, verify: outcome.seconds.verify,
                            write: outcome.seconds.write, total: FoldPipeline.seconds(clock.now - start)))
+        report.ops = FoldReport.opCounts(before: outcome.before.ops, after: outcome.after.ops)
         report.notes += verification.notes
         if !noVerify, verification.summary.pairsChecked + verification.summary.pairsSkipped < foldedCount {
             report.notes.append("\(foldedCount - verification.summary.pairsChecked - verification.summary.pairsSkipped) folded pair(s) could not be matched in the output and were not checked locally")

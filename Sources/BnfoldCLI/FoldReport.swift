@@ -6,6 +6,10 @@ import GraphPasses
 /// (``json()``: the same facts as one JSON object; field names are part of
 /// the command-line contract).
 struct FoldReport: Encodable {
+    struct OpCount: Encodable, Equatable {
+        var before: Int
+        var after: Int
+    }
     struct BatchNormCounts: Encodable {
         var found: Int
         var folded: Int
@@ -49,6 +53,8 @@ struct FoldReport: Encodable {
     var nodesBefore: Int
     var nodesAfter: Int
     var batchnorm: BatchNormCounts
+    /// Main-graph node count per operator, before and after.
+    var ops: [String: OpCount] = [:]
     var remarks: [Remark]
     var iterations: Int
     var written: Written
@@ -72,6 +78,7 @@ struct FoldReport: Encodable {
         var out = TerminalLines()
         out.add("bnfold \(version): \(input) -> \(output)")
         out.add("  nodes: \(nodesBefore) -> \(nodesAfter)" + (passes.isEmpty ? " (no passes run)" : ""))
+        if let line = opsLine() { out.add(line) }
         out.add("  BatchNormalization: \(batchnorm.found) found, \(batchnorm.folded) folded, \(batchnorm.kept) kept")
         for remark in remarks where filter.includes(remark) {
             out.add("    \(remark.kind == .missed ? "kept" : "applied") \(remark.node) [\(remark.reason)]: \(remark.message)")
@@ -93,6 +100,30 @@ struct FoldReport: Encodable {
         out.add(String(format: "  time: %.3f s (read %.3f, passes %.3f, verify %.3f, write %.3f)",
                        seconds.total, seconds.read, seconds.passes, seconds.verify, seconds.write))
         return out.text
+    }
+}
+
+extension FoldReport {
+    /// Both censuses as one table of `OpCount`s.
+    static func opCounts(before: [String: Int], after: [String: Int]) -> [String: OpCount] {
+        var result: [String: OpCount] = [:]
+        for op in Set(before.keys).union(after.keys) {
+            result[op] = OpCount(before: before[op] ?? 0, after: after[op] ?? 0)
+        }
+        return result
+    }
+
+    /// `  ops: BatchNormalization 20 -> 0, Mul 2 -> 0 (3 other op types unchanged)`:
+    /// only what changed, most-changed first, so a big model stays one line.
+    func opsLine() -> String? {
+        guard !passes.isEmpty, !ops.isEmpty else { return nil }
+        let changed = ops.filter { $0.value.before != $0.value.after }
+            .sorted { (abs($0.value.before - $0.value.after), $1.key) > (abs($1.value.before - $1.value.after), $0.key) }
+        let unchanged = ops.count - changed.count
+        if changed.isEmpty { return "  ops: unchanged (\(unchanged) op type\(unchanged == 1 ? "" : "s"))" }
+        var line = "  ops: " + changed.map { "\($0.key) \($0.value.before) -> \($0.value.after)" }.joined(separator: ", ")
+        if unchanged > 0 { line += " (\(unchanged) other op type\(unchanged == 1 ? "" : "s") unchanged)" }
+        return line
     }
 }
 

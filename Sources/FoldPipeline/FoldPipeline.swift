@@ -181,14 +181,22 @@ public func sameFile(_ a: String, _ b: String) -> Bool {
 }
 
 
-/// Node and BatchNormalization counts of a graph, for reports.
+/// Node, operator and BatchNormalization counts of a graph, for reports.
 public struct GraphCensus: Sendable {
     public var nodes = 0
     /// Including those inside If/Loop/Scan bodies (passes fold there too).
     public var batchNorms = 0
+    /// Nodes of the main graph per operator (`domain:Op` outside the
+    /// default domain), so a report can say what changed, as onnxslim's does.
+    public var ops: [String: Int] = [:]
     public init() {}
     public init(_ graph: Graph) {
         nodes = graph.nodes.count
+        for node in graph.nodes {
+            let domain = node.domain ?? ""
+            let key = domain.isEmpty || domain == "ai.onnx" ? node.opType : "\(domain):\(node.opType)"
+            ops[key, default: 0] += 1
+        }
         batchNorms = graph.nodes.reduce(0) { count, node in
             count + (node.isOp("BatchNormalization") ? 1 : 0) + node.subgraphs.map { GraphCensus($0).batchNorms }.reduce(0, +)
         }

@@ -63,6 +63,26 @@ import TestSupport
         #expect(r.stdout.split(separator: "\n").count == 1)
     }
 
+    /// The op census before -> after: every op type in JSON, only the
+    /// changed ones (most-changed first, then by name) on the text line.
+    @Test func opCountsBeforeAndAfter() throws {
+        let scratch = ScratchDirectory()
+        let input = TestPaths.fixture("matmul_add_bn.onnx")
+        let r = try runBnfold([input, "-o", scratch.file("o.onnx")])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.split(separator: "\n").dropFirst(2).first
+                == "  ops: Add 1 -> 0, BatchNormalization 1 -> 0, Gemm 0 -> 1, MatMul 1 -> 0")
+        let j = try runBnfold([input, "-o", scratch.file("o.onnx"), "--json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as? [String: Any])
+        let ops = try #require(object["ops"] as? [String: [String: Int]])
+        #expect(ops == ["Add": ["before": 1, "after": 0], "BatchNormalization": ["before": 1, "after": 0],
+                        "Gemm": ["before": 0, "after": 1], "MatMul": ["before": 1, "after": 0]])
+        let kept = try runBnfold([TestPaths.fixture("skip_conv_output_used_twice.onnx"), "-o", scratch.file("k.onnx")])
+        #expect(kept.stdout.contains("\n  ops: unchanged (3 op types)\n"))
+        let resnet = try runBnfold([TestPaths.fixture("torch_resnet18.onnx"), "-o", scratch.file("r.onnx")])
+        #expect(resnet.stdout.contains("\n  ops: BatchNormalization 20 -> 0 (7 other op types unchanged)\n"))
+    }
+
     @Test func passesNoneCopiesTheModel() throws {
         let scratch = ScratchDirectory()
         let input = TestPaths.fixture("fidelity_rich.onnx")
