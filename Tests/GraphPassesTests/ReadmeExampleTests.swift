@@ -83,6 +83,25 @@ struct RemoveIdentityAndDropout: GraphPass {
         #expect(try passSource("Sources/GraphPasses/GraphPasses.docc/WritingAPass.md") == tested)
     }
 
+    /// README's `Package.swift` snippet depends only on library products
+    /// this package declares, under the package identity it names.
+    @Test func packageSnippetNamesRealProducts() throws {
+        let readme = try String(contentsOf: TestPaths.root.appendingPathComponent("README.md"), encoding: .utf8)
+        let manifest = try String(contentsOf: TestPaths.root.appendingPathComponent("Package.swift"), encoding: .utf8)
+        let start = try #require(readme.range(of: "// Package.swift of your tool"))
+        let end = try #require(readme.range(of: "```", range: start.upperBound..<readme.endIndex))
+        let snippet = String(readme[start.lowerBound..<end.lowerBound])
+        #expect(snippet.contains(".package(path: \"../bnfold\")"))
+        let products = snippet.components(separatedBy: ".product(name: \"").dropFirst().map {
+            String($0.prefix { $0 != "\"" })
+        }
+        #expect(products == ["GraphPasses", "ONNXFile", "ONNXGraph"])
+        for product in products {
+            #expect(manifest.contains(".library(name: \"\(product)\""), "\(product)")
+        }
+        #expect(snippet.components(separatedBy: "package: \"bnfold\")").count - 1 == products.count)
+    }
+
     /// A Dropout whose mask is read is not a pass-through: it stays.
     @Test func dropoutWithUsedMaskStays() throws {
         var graph = Graph(name: "g", nodes: [
