@@ -103,7 +103,7 @@ bench: release venv
 docs: deps
 	mkdir -p .build/docs
 	for t in GraphPasses ONNXGraph ONNXFile ReferenceRuntime Equivalence; do \
-		$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target $$t \
+		$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target $$t --warnings-as-errors \
 			--disable-indexing --output-path .build/docs/$$t || exit 1; \
 	done
 

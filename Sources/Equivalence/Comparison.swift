@@ -51,7 +51,7 @@ public struct EquivalenceReport: Sendable {
 /// Runs two models on the same inputs and judges each output.
 ///
 /// **Default rule.** Per output, over all samples: A runs in its own
-/// precision and in float64 (``Interpreter/computingInFloat64()``: every
+/// precision and in float64 (`Interpreter/computingInFloat64()`: every
 /// float tensor widened exactly), B in its own precision. With A64 the reference,
 ///
 ///     noise = max |A − A64|     (how far the original's own rounding moves it)
@@ -107,10 +107,10 @@ public struct EquivalenceChecker {
     /// `progress`, when given, is called after every node of every run (on
     /// the calling thread) so that a caller can show how far a long check is.
     ///
-    /// Under a memory budget (``MemoryBudget/enforce(_:)``) the whole
+    /// Under a memory budget (`MemoryBudget/enforce(_:)`) the whole
     /// comparison — both models' weights, the float64 reference, inputs and
     /// every intermediate — is one account; a refusal is thrown as a
-    /// ``RuntimeError`` whose `memory` is set (``memoryLimit(of:)``).
+    /// `RuntimeError` whose `memory` is set (``memoryLimit(of:)``).
     public func compare(given: [String: RuntimeTensor] = [:], shapes: [String: [Int]] = [:],
                         samples: Int = 1, seed: UInt64 = 0,
                         progress: ((CheckProgress) -> Void)? = nil) throws -> EquivalenceReport {

@@ -9,7 +9,7 @@ import ReferenceRuntime
 /// 8 · max(noise, u · scale) of a float64 evaluation of the original; for
 /// float16/bfloat16 models this means "no less accurate than the original"):
 ///
-/// - **Pairs** (``verifyPairs(original:folded:seed:)``): every BN of the
+/// - **Pairs** (`verifyPairs(original:folded:seed:)`): every BN of the
 ///   original that `fold-batchnorm` folded into the op before it (see
 ///   ``foldedPairs(original:folded:)``: Conv, ConvTranspose, Gemm, MatMul,
 ///   MatMul → Add) is cut out as two one-output models — the original op
@@ -21,7 +21,7 @@ import ReferenceRuntime
 ///   of every output channel at a fraction of the cost of the declared size.
 ///   Gemm and MatMul get `[M, K]` (`[K, M]` for a Gemm with `transA = 1`):
 ///   K from the weight, M from a `[M, N]` bias if there is one, else 4 rows.
-/// - **Whole model** (``verifyWholeModel(original:folded:seed:)``): both
+/// - **Whole model** (`verifyWholeModel(original:folded:seed:)`): both
 ///   models on one random input set at their declared input sizes (symbolic
 ///   dimensions 1), when the reference runtime runs every operator of the
 ///   original and its initializers total at most

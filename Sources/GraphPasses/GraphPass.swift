@@ -100,7 +100,7 @@ public struct PassContext {
 /// A subgraph reads values of the graphs around it by name; a constant
 /// there is a constant here too (``PassContext/constant(named:in:)`` looks
 /// outwards), but it belongs to the outer graph: a pass inside the subgraph
-/// never edits it, it makes a local copy (``Graph/replaceConstantInput(node:slot:with:source:context:)``).
+/// never edits it, it makes a local copy (`Graph/replaceConstantInput(node:slot:with:source:context:)`).
 public struct GraphScope {
     /// The graphs around this one, outermost (the main graph) first, as they
     /// were when the pass manager entered this one. Empty for the main graph.

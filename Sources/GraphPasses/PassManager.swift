@@ -18,7 +18,7 @@ import ONNXGraph
 /// node by its path (`If_0/then_branch/bn1`). A pass inside a subgraph
 /// edits only that subgraph; when it stops reading an outer value, the
 /// manager removes that value from the outer graph if it is now dead
-/// (``Graph/removeDeadValues(_:keeping:)``, so only what the rewrite made
+/// (`Graph/removeDeadValues(_:keeping:)`, so only what the rewrite made
 /// dead). Outer rewrites never remove a value a subgraph still reads: the
 /// use/def index counts reads from inside subgraphs.
 ///

@@ -9,7 +9,7 @@ import ONNXGraph
 /// Reads `.onnx` files into the IR.
 ///
 /// The file is memory-mapped. Large tensor payloads stay in the mapping and
-/// the IR borrows them (see ``Compaction``); the rest of the message is
+/// the IR borrows them (see `Compaction`); the rest of the message is
 /// unpacked by protobuf-c. Peak memory is about one model's size, and less
 /// when a pass replaces tensors (their old pages are released).
 /// External data files are opened (beneath the model's directory) and

@@ -168,7 +168,7 @@ extension Graph {
     }
 
     /// Every name this graph (and the graphs inside it) defines or reads:
-    /// values, initializers and node names. ``uniqueName(_:)`` avoids them.
+    /// values, initializers and node names. ``uniqueName(_:avoiding:)`` avoids them.
     public var allNames: Set<String> { index.built(for: self).allNames }
 
     /// Names read inside this graph (and graphs nested in it) that it does

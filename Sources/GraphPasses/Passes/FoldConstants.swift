@@ -19,7 +19,7 @@ import ReferenceRuntime
 ///
 /// so that the folds that follow see `b` as a constant. Each node is
 /// evaluated alone, in file order (so a chain folds in one sweep), by
-/// ``ReferenceRuntime/Interpreter``: the result is exactly what that runtime
+/// `ReferenceRuntime/Interpreter`: the result is exactly what that runtime
 /// computes, rounded into the declared element type (float16, bfloat16)
 /// after the operator, as a runtime of that type would. `Shape` and `Size`
 /// are answered from the dimensions without reading the data, and
@@ -39,7 +39,7 @@ import ReferenceRuntime
 /// inputs, nodes computing a graph output (the output keeps its producer)
 /// or nothing anyone reads, and operators whose output size cannot be
 /// bounded before running them (`Conv`, pools, `Pad`, `Resize`, …; see
-/// ``predictedElementCount(_:inputs:)``).
+/// `predictedElementCount(_:inputs:)`).
 ///
 /// Not folded, with a `missed` remark:
 /// - `UnsupportedOperator`: a default-domain operator the reference runtime
