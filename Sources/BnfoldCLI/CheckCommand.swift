@@ -1,5 +1,6 @@
 import ArgumentParser
 import Equivalence
+import FoldPipeline
 import Foundation
 import ONNXFile
 import ONNXGraph
@@ -45,6 +46,9 @@ struct Check: ParsableCommand {
 
     @Flag(help: "Print the report as one JSON object on stdout.")
     var json = false
+
+    @Flag(help: "For CI: also exit 1 when a symbolic or unknown input dimension was left unbound (it is then 1, which may not be the shape the model runs with); bind it with --input-shape or give the input with --input.")
+    var strict = false
 
     @OptionGroup var memory: MemoryOptions
 
@@ -104,9 +108,18 @@ struct Check: ParsableCommand {
                 }
                 throw ModelFileError(file: modelA, "cannot be run with the reference runtime (or \(modelB)): \(error)")
             }
-            let output = CheckReport(modelA: modelA, modelB: modelB, seed: seed, report: report)
+            var output = CheckReport(modelA: modelA, modelB: modelB, seed: seed, report: report)
+            var fed = WholeModelInputs()
+            fed.shapes = try inputOptions.parsedShapes()
+            fed.given = given
+            if let bindings = fed.bindings(a) { output.notes.append("the models ran on \(bindings)") }
             print(json ? output.json() : output.text(), terminator: json ? "\n" : "")
             if !report.equivalent { throw ExitStatus.verificationFailed }
+            let unbound = fed.unboundInputs(a)
+            if strict, !unbound.isEmpty {
+                printError("--strict: unbound dimensions (each was 1) in input(s) \(unbound.map { "'\($0)'" }.joined(separator: ", ")); bind them with --input-shape NAME:d,d,…")
+                throw ExitStatus.verificationFailed
+            }
         } catch let error as ModelFileError {
             printError(error.description)
             throw ExitStatus.inputError
@@ -225,6 +238,9 @@ struct CheckReport: Encodable {
     var atol: Double?
     var equivalent: Bool
     var outputs: [OutputComparison]
+    /// The input bindings the comparison used, as sentences (the text
+    /// report's `note:` lines): which symbolic dimensions became what.
+    var notes: [String] = []
 
     init(modelA: String, modelB: String, seed: UInt64, report: EquivalenceReport) {
         self.modelA = modelA; self.modelB = modelB; self.seed = seed
@@ -238,7 +254,7 @@ struct CheckReport: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case tool, version, modelA, modelB, samples, seed, rule, k, rtol, atol, equivalent, outputs
+        case tool, version, modelA, modelB, samples, seed, rule, k, rtol, atol, equivalent, outputs, notes
     }
 
     func json() -> String { reportJSON(self) }
@@ -267,6 +283,7 @@ struct CheckReport: Encodable {
             }
             out.add(detail + ": \(o.equivalent ? "equivalent" : "NOT EQUIVALENT") (\(g(o.ratio)) of the bound)")
         }
+        for note in notes { out.add("  note: \(note)") }
         out.add(equivalent ? "  equivalent" : "  NOT EQUIVALENT")
         return out.text
     }

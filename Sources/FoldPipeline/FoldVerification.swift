@@ -126,10 +126,22 @@ public struct WholeModelInputs: Sendable {
     /// input with a symbolic or unknown dimension, or given as a file; nil
     /// when the model has none (nothing was chosen for the user).
     public func bindings(_ model: Model) -> String? {
-        guard let graph = model.graph, let specs = try? InputSpec.inputs(of: graph, shapes: shapes) else { return nil }
-        var parts: [String] = []
+        let parts = describedInputs(model).map(\.text)
+        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+    }
+
+    /// The inputs whose symbolic or unknown dimensions nothing bound (each
+    /// became 1): a check on them may not exercise the shapes the model is
+    /// deployed with — what `check --strict` refuses.
+    public func unboundInputs(_ model: Model) -> [String] {
+        describedInputs(model).filter(\.unbound).map(\.name)
+    }
+
+    private func describedInputs(_ model: Model) -> [(name: String, text: String, unbound: Bool)] {
+        guard let graph = model.graph, let specs = try? InputSpec.inputs(of: graph, shapes: shapes) else { return [] }
+        var parts: [(name: String, text: String, unbound: Bool)] = []
         for spec in specs {
-            if given[spec.name] != nil { parts.append("input '\(spec.name)' from --input"); continue }
+            if given[spec.name] != nil { parts.append((spec.name, "input '\(spec.name)' from --input", false)); continue }
             let dims = graph.inputs.first { $0.name == spec.name }?.type?.tensorType?.shape?.dims ?? []
             let free = dims.enumerated().compactMap { i, d -> String? in
                 if case .value? = d.value { return nil }
@@ -137,10 +149,11 @@ public struct WholeModelInputs: Sendable {
                 return "\(label) = \(spec.shape[i])"
             }
             guard !free.isEmpty else { continue }
-            let source = shapes[spec.name] != nil ? ", from --input-shape" : ": unbound; --input-shape sets it"
-            parts.append("input '\(spec.name)' \(spec.shape) (\(free.joined(separator: ", "))\(source))")
+            let bound = shapes[spec.name] != nil
+            let source = bound ? ", from --input-shape" : ": unbound; --input-shape sets it"
+            parts.append((spec.name, "input '\(spec.name)' \(spec.shape) (\(free.joined(separator: ", "))\(source))", !bound))
         }
-        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+        return parts
     }
 }
 

@@ -21,6 +21,28 @@ import TestSupport
         #expect(tf.stderr.contains("--input-shape names 'input_1:0', which is not an input of the models"), "\(tf.stderr)")
     }
 
+    /// `check` says what it bound each symbolic dimension to; `--strict`
+    /// fails (exit 1, after the report) when one was left at 1 unasked.
+    @Test func checkReportsBindingsAndStrictWantsThemBound() throws {
+        let open = try runBnfold(["check", model, model])
+        #expect(open.status == 0, "\(open.stderr)")
+        #expect(open.stdout.contains("\n  note: the models ran on input 'X' [1, 3, 6, 6] (N = 1: unbound; --input-shape sets it)\n  equivalent\n"),
+                "\(open.stdout)")
+        let strict = try runBnfold(["check", model, model, "--strict", "--json"])
+        #expect(strict.status == 1)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(strict.stdout.utf8)) as? [String: Any])
+        #expect(object["equivalent"] as? Bool == true)
+        #expect(object["notes"] as? [String] == ["the models ran on input 'X' [1, 3, 6, 6] (N = 1: unbound; --input-shape sets it)"])
+        #expect(strict.stderr == "bnfold: error: --strict: unbound dimensions (each was 1) in input(s) 'X'; bind them with --input-shape NAME:d,d,…\n")
+        let bound = try runBnfold(["check", model, model, "--strict", "--input-shape", "X:2,3,6,6"])
+        #expect(bound.status == 0, "\(bound.stderr)")
+        #expect(bound.stdout.contains("  note: the models ran on input 'X' [2, 3, 6, 6] (N = 2, from --input-shape)\n"))
+        // Fixed shapes need no binding: no note, strict passes.
+        let fixed = try runBnfold(["check", TestPaths.fixture("torch_resnet18.onnx"), TestPaths.fixture("torch_resnet18.onnx"), "--strict"])
+        #expect(fixed.status == 0, "\(fixed.stderr)")
+        #expect(!fixed.stdout.contains("note:"))
+    }
+
     @Test func aNegativeToleranceIsRefusedForWhatItIs() throws {
         let r = try runBnfold(["check", model, model, "--atol", "-1"])
         #expect(r.status == 2)

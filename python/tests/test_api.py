@@ -77,6 +77,16 @@ def test_check_equivalent(fused: Path) -> None:
     assert y.shape == (1, 6, 6, 6)
 
 
+def test_check_notes_and_strict(fused: Path) -> None:
+    result = bnfold.check(MODEL, fused)
+    assert result.notes == ("the models ran on input 'X' [1, 3, 6, 6] (N = 1: unbound; --input-shape sets it)",)
+    with pytest.raises(bnfold.Error) as caught:
+        bnfold.check(MODEL, fused, strict=True)
+    assert caught.value.exit_code == 1
+    assert caught.value.message.startswith("--strict: unbound dimensions (each was 1) in input(s) 'X'")
+    assert bnfold.check(MODEL, fused, strict=True, input_shape={"X": [2, 3, 6, 6]}).equivalent
+
+
 def test_check_tolerance_rule(fused: Path) -> None:
     result = bnfold.check(MODEL, fused, rtol=1e-3, atol=1e-5)
     assert result.equivalent and result.rule == "tolerance"

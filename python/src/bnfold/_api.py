@@ -258,6 +258,8 @@ class CheckResult:
     k: Optional[float]
     rtol: Optional[float]
     atol: Optional[float]
+    #: The report's notes: which value each symbolic input dimension took.
+    notes: Tuple[str, ...]
     report: Dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -267,6 +269,7 @@ class CheckResult:
             cls,
             report,
             equivalent=bool(report["equivalent"]),
+            notes=tuple(report.get("notes") or ()),
             outputs=tuple(
                 _build(OutputComparison, o, shape=tuple(o["shape"]), equivalent=bool(o["equivalent"]))
                 for o in report["outputs"]
@@ -286,13 +289,18 @@ def check(a: PathLike, b: PathLike, **options: OptionValue) -> CheckResult:
     ``assert bnfold.check(a, b).equivalent`` reads as a test and the
     per-output numbers are there to print; ``Error`` is raised only when the
     check could not be done (exit status 2: unreadable models, inputs that do
-    not match, an operator the reference runtime lacks, ...).
+    not match, an operator the reference runtime lacks, ...), or when
+    ``strict=True`` refuses equivalent models because an input dimension
+    was left unbound (exit status 1, the message says which).
     """
     args = ["check", os.fspath(a), os.fspath(b), "--json", *_flags(options)]
     done = _run(args)
     if done.returncode not in (0, 1) or not done.stdout.strip():
         raise _error(done)
-    return CheckResult.from_json(_report(done))
+    result = CheckResult.from_json(_report(done))
+    if done.returncode == 1 and result.equivalent:
+        raise _error(done)  # --strict: equivalent, but not on shapes the caller chose
+    return result
 
 
 # MARK: running the binary
