@@ -59,6 +59,9 @@ let package = Package(
         // Runs a model with the reference runtime; the onnxruntime oracle
         // (Tests/CrossCheck/runtime_oracle.py) drives it.
         .executableTarget(name: "RefRun", dependencies: ["ReferenceRuntime", "ONNXFile", "ONNXGraph"]),
+        // README's example pass, timed by `make bench` on a deep Identity chain.
+        .executableTarget(name: "ExamplePass", dependencies: ["GraphPasses", "ONNXFile", "ONNXGraph"],
+                          path: "bench/ExamplePass"),
 
         // MARK: Fuzzing
         // `make fuzz` builds this with -sanitize=fuzzer; otherwise it replays inputs.

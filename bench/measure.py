@@ -29,7 +29,8 @@
         The graph-core figures (issue 13) on bench/make_chain.py's models:
         64k vs 4k verified fold, --no-verify / verified / inspect vs
         --passes none on 64k, 4k against onnxruntime's optimizer, the
-        Identity chain against its --passes none; medians of --runs.
+        Identity chain against its --passes none, README's example pass
+        on the Identity chain (--example-pass BIN); medians of --runs.
 
     measure.py ort-optimize IN OUT
         onnxruntime's offline optimizer: ORT_ENABLE_BASIC (which includes
@@ -210,6 +211,19 @@ def cmd_chains(args):
     if o4 is not None:
         row("4k verified fold", f4, o4, "onnxruntime optimizer", 0.25)
     row("10k Identity chain fold", idfold, idnone, "its --passes none", 2)
+    if args.example_pass:
+        # README's example pass alone (in-process time, median of --runs),
+        # beside the whole read+write of the same file; target: well under 1 s.
+        times = []
+        for _ in range(args.runs):
+            res = subprocess.run([args.example_pass, ident], capture_output=True, text=True, check=True)
+            times.append(json.loads(res.stdout.strip().splitlines()[-1])["pass_seconds"])
+        t = statistics.median(times)
+        ok = t < 0.25
+        if not ok:
+            missed.append("README pass")
+        rows.append(["README pass, 10k Identity", f"{t:.3f} s", f"{idnone:.2f} s (--passes none)", "-",
+                     "< 0.25 s", "yes" if ok else "MISSED"])
     print()
     print(fmt_table(["figure", "bnfold", "reference", "ratio", "target", "met"], rows,
                     [False, True, True, True, True, False]))
@@ -906,6 +920,7 @@ def main():
     c.add_argument("--scratch", required=True)
     c.add_argument("--runs", type=int, default=3)
     c.add_argument("--no-ort", action="store_true")
+    c.add_argument("--example-pass", help="bench/ExamplePass binary: also time README's pass on the Identity chain")
 
     o = sub.add_parser("ort-optimize")
     o.add_argument("input")

@@ -23,7 +23,8 @@
 # Then the graph-core chains (bench/make_chain.py, cached): Conv-BN-Relu
 # chains of 4,000 and 64,000 blocks and a 10,000-deep Identity chain, each
 # figure beside its reference (--passes none, the 4k run, onnxruntime's
-# optimizer); about 3 minutes.
+# optimizer), and README's example pass (bench/ExamplePass, built here) on
+# the Identity chain; about 3 minutes.
 #
 # Environment: BENCH_CHAINS=0 (skip the chains), BENCH_RUNS (measured runs per command, default 3),
 # BENCH_WIDTH (VGG-11 width multiplier, default 4), BENCH_NO_ORT=1 (skip the
@@ -31,7 +32,7 @@
 # BENCH_HUGE_RUNS (its measured runs per command, default BENCH_RUNS),
 # BENCH_HUGE_GB (its weights in GB, default 2.2), BENCH_RUNTIME=0 (skip the
 # reference-runtime section), BENCH_INFER_RUNS (timed inferences per runtime,
-# default 10), BNFOLD (binary), REFRUN (binary; default: built with
+# default 10), BNFOLD (binary), EXAMPLE_PASS (binary; default: built here), REFRUN (binary; default: built with
 # `swift build -c release --product RefRun`), BENCH_OUT (scratch directory).
 #
 # Exits 0 when the benchmark ran, even if a target was missed (the report says
@@ -107,9 +108,14 @@ if [ "${BENCH_CHAINS:-1}" != 0 ]; then
     c4=$("$python" bench/make_chain.py --out-dir "$out" --blocks 4000)
     c64=$("$python" bench/make_chain.py --out-dir "$out" --blocks 64000)
     cid=$("$python" bench/make_chain.py --out-dir "$out" --kind identity --blocks 10000)
+    example=${EXAMPLE_PASS:-}
+    if [ -z "$example" ]; then
+        "${SWIFT:-$(command -v swift || echo /opt/swift/usr/bin/swift)}" build -c release --product ExamplePass >&2
+        example=.build/release/ExamplePass
+    fi
     echo
     "$python" bench/measure.py chains --small "$c4" --large "$c64" --identity "$cid" --bnfold "$bnfold" \
-        --scratch "$scratch" --runs "$runs" ${ort_flag[@]+"${ort_flag[@]}"} || rc=$?
+        --example-pass "$example" --scratch "$scratch" --runs "$runs" ${ort_flag[@]+"${ort_flag[@]}"} || rc=$?
     echo "bench: chains done in $(( $(date +%s) - chains_start )) s"
 fi
 

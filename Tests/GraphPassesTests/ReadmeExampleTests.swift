@@ -7,7 +7,7 @@ import TestSupport
 
 // The library example from README.md and the DocC article
 // (Sources/GraphPasses/GraphPasses.docc/WritingAPass.md), kept compiling and
-// working here. Keep the three in step.
+// working here. Keep the copies in step (bench/ExamplePass times it).
 
 /// Removes Identity nodes and inference Dropout nodes by pointing their
 /// readers at their input (graph outputs keep their names).
@@ -81,6 +81,7 @@ struct RemoveIdentityAndDropout: GraphPass {
         let tested = try passSource("Tests/GraphPassesTests/ReadmeExampleTests.swift")
         #expect(try passSource("README.md") == tested)
         #expect(try passSource("Sources/GraphPasses/GraphPasses.docc/WritingAPass.md") == tested)
+        #expect(try passSource("bench/ExamplePass/main.swift") == tested)
     }
 
     /// README's `Package.swift` snippet depends only on library products
