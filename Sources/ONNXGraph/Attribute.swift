@@ -41,10 +41,21 @@ public struct Attribute: Equatable {
     public var f: Float?
     public var i: Int64?
     public var s: [UInt8]?
-    public var t: Tensor?
-    public var g: Graph?
-    public var sparseTensor: SparseTensor?
-    public var tp: TypeProto?
+    // The four message-valued fields are held out of line: inline they made
+    // every Attribute 1,280 bytes (a Tensor, a Graph, a SparseTensor and a
+    // TypeProto side by side), and most attributes are an int list or a
+    // float — 200,000 of them were a quarter of a gigabyte. Setting one
+    // stores a new box, so value semantics are unchanged.
+    public var t: Tensor? { get { boxedT?.value } set { boxedT = newValue.map(Boxed.init) } }
+    public var g: Graph? { get { boxedG?.value } set { boxedG = newValue.map(Boxed.init) } }
+    public var sparseTensor: SparseTensor? {
+        get { boxedSparseTensor?.value } set { boxedSparseTensor = newValue.map(Boxed.init) }
+    }
+    public var tp: TypeProto? { get { boxedTP?.value } set { boxedTP = newValue.map(Boxed.init) } }
+    private var boxedT: Boxed<Tensor>?
+    private var boxedG: Boxed<Graph>?
+    private var boxedSparseTensor: Boxed<SparseTensor>?
+    private var boxedTP: Boxed<TypeProto>?
     public var floats: [Float] = []
     public var ints: [Int64] = []
     public var strings: [[UInt8]] = []
@@ -98,4 +109,12 @@ public struct Attribute: Equatable {
     public static func graph(_ name: String, _ v: Graph) -> Attribute {
         var a = Attribute(name: name); a.type = .graph; a.g = v; return a
     }
+}
+
+/// An immutable heap box for a large, rarely present value (see
+/// ``Attribute/t``): compared by its contents, never mutated in place.
+final class Boxed<Value: Equatable>: Equatable, @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+    static func == (a: Boxed, b: Boxed) -> Bool { a === b || a.value == b.value }
 }
