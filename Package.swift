@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "ONNXFileTests", dependencies: ["ONNXFile", "ONNXGraph", "GraphPasses", "Equivalence", "ReferenceRuntime", "TestSupport"]),
         .testTarget(
             name: "GraphPassesTests",
-            dependencies: ["GraphPasses", "ONNXGraph", "ONNXFile", "TestSupport"]
+            dependencies: ["GraphPasses", "ONNXGraph", "ONNXFile", "TestSupport", "ExamplePass"]
         ),
         .testTarget(
             name: "BnfoldCLITests",

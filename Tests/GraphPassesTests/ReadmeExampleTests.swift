@@ -4,41 +4,12 @@ import ONNXFile
 import ONNXGraph
 import Testing
 import TestSupport
+@testable import ExamplePass
 
 // The library example from README.md and the DocC article
-// (Sources/GraphPasses/GraphPasses.docc/WritingAPass.md), kept compiling and
-// working here. Keep the copies in step (bench/ExamplePass times it).
-
-/// Removes Identity nodes and inference Dropout nodes by pointing their
-/// readers at their input (graph outputs keep their names).
-struct RemoveIdentityAndDropout: GraphPass {
-    let name = "remove-identity-dropout"
-    let summary = "Remove Identity nodes and inference Dropout nodes whose output is not a graph output."
-
-    func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
-        var modified = false
-        // A NodeID names the same node through every edit (erasing a node
-        // moves no other), so the list taken here stays valid as we remove.
-        for id in graph.nodeIDs(ofType: ["Identity", "Dropout"]) {
-            let node = graph[id]
-            let passThrough = node.isOp("Identity")
-                || (node.inputs.count == 1
-                    && node.outputs.dropFirst().allSatisfy { $0.isEmpty || graph.value(named: $0).isDead })
-            guard passThrough, node.inputs.count >= 1, let output = node.outputs.first,
-                  !graph.value(named: output).isGraphOutput else { continue }
-            // The edits keep the use/def index current: each costs what it touches.
-            graph.replaceAllUses(of: output, with: node.inputs[0])
-            modified = true
-            if graph.value(named: output).uses.isEmpty {
-                let label = graph.label(id)
-                graph.removeNodes([id])
-                context.remark(Remark(kind: .applied, pass: name, reason: "PassThroughRemoved", node: label,
-                                      message: "\(node.opType) removed; its readers now read '\(node.inputs[0])'"))
-            }  // else still read inside a subgraph: keep it
-        }
-        return PassResult(modified: modified)
-    }
-}
+// (Sources/GraphPasses/GraphPasses.docc/WritingAPass.md): its one compiled
+// copy is bench/ExamplePass/RemoveIdentityAndDropout.swift (which
+// `make bench` times), checked here to be the documented text and run.
 
 @Suite struct ReadmeExampleTests {
     @Test func readmeLibraryExampleRuns() throws {
@@ -69,8 +40,8 @@ struct RemoveIdentityAndDropout: GraphPass {
         #expect(scratch.contents() == ["fused.onnx"])
     }
 
-    /// The pass's source is the same in README.md, the DocC article and this
-    /// file, so the documented example is the tested one.
+    /// The pass's source is the same in README.md, the DocC article and the
+    /// compiled copy, so the documented example is the tested one.
     @Test func documentedPassIsTheTestedOne() throws {
         func passSource(_ relative: String) throws -> String {
             let text = try String(contentsOf: TestPaths.root.appendingPathComponent(relative), encoding: .utf8)
@@ -78,10 +49,9 @@ struct RemoveIdentityAndDropout: GraphPass {
             let end = try #require(text.range(of: "\n}\n", range: start.upperBound..<text.endIndex), "\(relative)")
             return String(text[start.lowerBound..<end.upperBound])
         }
-        let tested = try passSource("Tests/GraphPassesTests/ReadmeExampleTests.swift")
+        let tested = try passSource("bench/ExamplePass/RemoveIdentityAndDropout.swift")
         #expect(try passSource("README.md") == tested)
         #expect(try passSource("Sources/GraphPasses/GraphPasses.docc/WritingAPass.md") == tested)
-        #expect(try passSource("bench/ExamplePass/main.swift") == tested)
     }
 
     /// README's `Package.swift` snippet depends only on library products
