@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "ONNXFile", dependencies: ["ONNXGraph", "CONNX"]),
         .target(name: "GraphPasses", dependencies: ["ONNXGraph", "ReferenceRuntime"]),
         .target(name: "ReferenceRuntime", dependencies: ["ONNXGraph", "CBLAS"]),
-        .target(name: "Equivalence", dependencies: ["ONNXGraph", "ReferenceRuntime"]),
+        .target(name: "Equivalence", dependencies: ["ONNXGraph", "ReferenceRuntime", "GraphPasses"]),
         .target(name: "FoldPipeline", dependencies: ["ONNXGraph", "ONNXFile", "GraphPasses", "ReferenceRuntime", "Equivalence"]),
 
         // MARK: Command line

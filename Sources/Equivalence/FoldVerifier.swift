@@ -1,5 +1,6 @@
 import Foundation
 import ONNXGraph
+import GraphPasses
 import ReferenceRuntime
 
 /// Checks a folded model against the model it came from, before it is
@@ -9,12 +10,13 @@ import ReferenceRuntime
 /// 8 · max(noise, u · scale) of a float64 evaluation of the original; for
 /// float16/bfloat16 models this means "no less accurate than the original"):
 ///
-/// - **Pairs** (`verifyPairs(original:folded:seed:)`): every BN of the
-///   original that `fold-batchnorm` folded into the op before it (see
-///   ``foldedPairs(original:folded:)``: Conv, ConvTranspose, Gemm, MatMul,
-///   MatMul → Add) is cut out as two one-output models — the original op
-///   (+ Add) + BN, and the folded op — and run on a seeded random input, in
-///   the model's element type and in float64. Convolutions get
+/// - **Pairs** (``verify(_:irVersion:opsetImports:seed:progress:)``): every
+///   fold the passes recorded (`RewriteRecord`: a BN or a Mul/Add into the
+///   op before it, a BN into the op after it; in every graph, each step of
+///   a chain on its own) is cut out as two one-output models — the nodes it
+///   replaced with the constants they read, and the op that replaced them
+///   with its new constants — and run on a seeded random input, in the
+///   model's element type and in float64. Convolutions get
 ///   `[1, C_in, s…]` with a small spatial size s
 ///   (``pairSpatialSize(kernel:dilation:)``: the dilated kernel, at least 4):
 ///   convolution is shift-invariant, so a small image exercises every weight
@@ -40,14 +42,18 @@ public enum FoldVerifier {
     /// skipping any kind of error that affects every channel.
     public static let pairWeightLimit = 1 << 22
 
-    /// The verdict on one folded producer + BatchNormalization pair.
+    /// The verdict on one fold's record: the nodes it replaced against the
+    /// op that replaces them.
     public struct PairResult: Sendable {
-        /// The BatchNormalization's display name in the original.
-        public var batchNorm: String
-        /// The display name in the original of the op the BN was folded into
-        /// (Conv, ConvTranspose, Gemm or MatMul).
-        public var producer: String
-        /// The BN's output, which the folded op now produces.
+        /// The node folded away (BatchNormalization, Mul or Add), labelled as
+        /// the remarks label it (qualified by its subgraph path).
+        public var subject: String
+        /// The op it was folded into (Conv, ConvTranspose, Gemm or MatMul).
+        public var op: String
+        /// The pass that made the fold and its applied reason id.
+        public var pass: String
+        public var reason: String
+        /// The value both sides compute.
         public var output: String
         /// The input shape the pair was run on.
         public var inputShape: [Int]
@@ -67,10 +73,12 @@ public enum FoldVerifier {
         public var passed: Bool { skipped == nil && problem == nil && (comparison?.equivalent ?? false) }
         public var failed: Bool { skipped == nil && !passed }
         public var ratio: Double { comparison?.ratio ?? .infinity }
+        /// `bn1 folded into conv1`, for status lines and notes.
+        public var label: String { "\(subject) folded into \(op)" }
 
         /// One phrase for an error line: what failed and by how much.
         public var failureDescription: String {
-            let what = "\(batchNorm) folded into \(producer) (output '\(output)', input \(inputShape))"
+            let what = "\(label) (\(pass), output '\(output)', input \(inputShape))"
             if let problem { return "\(what): \(problem)" }
             guard let c = comparison else { return "\(what): not compared" }
             if let p = c.problem { return "\(what): \(p)" }
@@ -86,128 +94,41 @@ public enum FoldVerifier {
         case skipped(String)
     }
 
-    /// One BatchNormalization of the original that `fold-batchnorm` folded
-    /// into the op before it.
-    public struct FoldedPair: Sendable, Equatable {
-        /// The BN, in the original.
-        public var bn: Int
-        /// The op it was folded into, in the original: Conv, ConvTranspose,
-        /// Gemm or MatMul.
-        public var producer: Int
-        /// The Add between a MatMul and the BN, in the original, if any.
-        public var add: Int?
-        /// The op computing the BN's output in the folded graph.
-        public var folded: Int
-
-        public init(bn: Int, producer: Int, add: Int? = nil, folded: Int) {
-            self.bn = bn; self.producer = producer; self.add = add; self.folded = folded
-        }
-    }
-
-    /// The folded pairs: original BN nodes whose output the folded graph
-    /// computes with the op `fold-batchnorm` turns their producer into — a
-    /// Conv, ConvTranspose or Gemm stays what it is; a MatMul, or a MatMul
-    /// followed by an Add of a value no node computes (a constant), becomes
-    /// a Gemm — and that still reads the producer's data input (a producer
-    /// that also absorbed a BN in front of it is left to the whole-model
-    /// check).
-    public static func foldedPairs(original: Graph, folded: Graph) -> [FoldedPair] {
-        let producerInFolded = producers(folded), producerInOriginal = producers(original)
-        var result: [FoldedPair] = []
-        for (i, bn) in original.nodes.enumerated() where bn.isOp("BatchNormalization") {
-            guard bn.inputs.count == 5, let y = bn.outputs.first, !y.isEmpty,
-                  var producer = producerInOriginal[bn.inputs[0]], let f = producerInFolded[y] else { continue }
-            var add: Int?
-            let node = original.nodes[producer]
-            if node.isOp("Add"), node.inputs.count == 2 {
-                // MatMul → Add(constant) → BN: the Add's other operand comes from no node.
-                let fromMatMul = node.inputs.map { name in producerInOriginal[name].map { original.nodes[$0].isOp("MatMul") } }
-                guard let slot = fromMatMul.firstIndex(of: true), fromMatMul[1 - slot] == nil,
-                      let matMul = producerInOriginal[node.inputs[slot]] else { continue }
-                (add, producer) = (producer, matMul)
-            }
-            let before = original.nodes[producer], after = folded.nodes[f]
-            let matches = switch before.opType {
-            case "Conv", "ConvTranspose", "Gemm": after.opType == before.opType
-            case "MatMul": after.isOp("Gemm")
-            default: false
-            }
-            // The folded op must read what the producer read: otherwise it
-            // has also absorbed a BN in front of it (BN → Conv → BN) and no
-            // longer computes "producer + this BN" alone; the whole-model
-            // check covers such chains.
-            guard before.inputs.first == after.inputs.first else { continue }
-            if matches && before.isDefaultDomain { result.append(FoldedPair(bn: i, producer: producer, add: add, folded: f)) }
-        }
-        return result
-    }
-
-    /// The node producing each value.
-    private static func producers(_ graph: Graph) -> [String: Int] {
-        var producer: [String: Int] = [:]
-        for (i, node) in graph.nodes.enumerated() {
-            for out in node.outputs where !out.isEmpty { producer[out] = i }
-        }
-        return producer
-    }
-
-    /// Checks every folded pair (see the type's documentation), in the main
-    /// graph and inside If/Loop/Scan bodies: a body's pairs are labelled
-    /// with their path (`if/then_branch/bn`) and may read constants of the
-    /// graphs around them.
+    /// Checks every record (see the type's documentation): each one's
+    /// `before` nodes against its `after` op, cut out as two one-output
+    /// models with the constants the record holds, on one seeded input.
+    /// Records from If/Loop/Scan bodies are labelled with their path
+    /// (`if/then_branch/bn`); their constants were resolved when the fold
+    /// was made, enclosing graphs included.
     ///
-    /// `progress`, when given, is called before each pair with its 1-based
-    /// number and its label (`bn1 folded into conv1`), for a status line.
-    public static func verifyPairs(original: Model, folded: Model, seed: UInt64 = 0,
-                                   progress: ((_ pair: Int, _ label: String) -> Void)? = nil) -> [PairResult] {
-        guard let go = original.graph, let gf = folded.graph else { return [] }
-        var results: [PairResult] = []
-        verifyPairs(Scope(graph: go), Scope(graph: gf), path: "", models: (original, folded), seed: seed,
-                    progress: progress, into: &results)
-        return results
-    }
-
-    /// A graph and the graphs enclosing it, innermost first.
-    struct Scope {
-        let graph: Graph
-        var enclosing: [Graph] = []
-        func inside(_ sub: Graph) -> Scope { Scope(graph: sub, enclosing: [graph] + enclosing) }
-    }
-
-    static func verifyPairs(_ so: Scope, _ sf: Scope, path: String, models: (Model, Model), seed: UInt64,
-                            progress: ((Int, String) -> Void)?, into results: inout [PairResult]) {
-        for pair in foldedPairs(original: so.graph, folded: sf.graph) {
-            progress?(results.count + 1, path + so.graph.nodes[pair.bn].displayName(index: pair.bn) + " folded into "
-                      + path + so.graph.nodes[pair.producer].displayName(index: pair.producer))
-            results.append(checkPair(pair, so, sf, path: path, models: models, seed: seed &+ UInt64(results.count)))
-        }
-        // The same If/Loop/Scan node in both graphs: same op, same first output.
-        let foldedNode = producers(sf.graph)
-        for (i, node) in so.graph.nodes.enumerated() where !node.subgraphs.isEmpty {
-            guard let out = node.outputs.first(where: { !$0.isEmpty }), let j = foldedNode[out],
-                  sf.graph.nodes[j].opType == node.opType else { continue }
-            for attribute in node.attributes {
-                guard let name = attribute.name, let other = sf.graph.nodes[j].attribute(name),
-                      attribute.subgraphs.count == other.subgraphs.count else { continue }
-                for (k, (a, b)) in zip(attribute.subgraphs, other.subgraphs).enumerated() {
-                    let label = path + node.displayName(index: i) + "/" + name + (attribute.subgraphs.count > 1 ? "[\(k)]" : "") + "/"
-                    verifyPairs(so.inside(a), sf.inside(b), path: label, models: models, seed: seed, progress: progress, into: &results)
-                }
-            }
+    /// `progress`, when given, is called before each record with its
+    /// 1-based number and its label (`bn1 folded into conv1`), for a status line.
+    public static func verify(_ records: [RewriteRecord], irVersion: Int64?, opsetImports: [OperatorSetID],
+                              seed: UInt64 = 0, progress: ((_ pair: Int, _ label: String) -> Void)? = nil) -> [PairResult] {
+        records.enumerated().map { i, record in
+            progress?(i + 1, "\(record.subject) folded into \(record.op)")
+            return check(record, irVersion: irVersion, opsetImports: opsetImports, seed: seed &+ UInt64(i))
         }
     }
 
-    static func checkPair(_ pair: FoldedPair, _ so: Scope, _ sf: Scope, path: String, models: (Model, Model),
-                          seed: UInt64) -> PairResult {
-        let (original, folded) = models
-        let go = so.graph
-        let bn = go.nodes[pair.bn], op = go.nodes[pair.producer]
-        var result = PairResult(batchNorm: path + bn.displayName(index: pair.bn),
-                                producer: path + op.displayName(index: pair.producer),
-                                output: bn.outputs[0], inputShape: [])
+    static func check(_ record: RewriteRecord, irVersion: Int64?, opsetImports: [OperatorSetID],
+                      seed: UInt64) -> PairResult {
+        var result = PairResult(subject: record.subject, op: record.op, pass: record.pass, reason: record.reason,
+                                output: record.output, inputShape: [])
         do {
-            let weight = try constant(op.inputs.count > 1 ? op.inputs[1] : "", in: so)
-            let (shape, channels) = try pairInput(op, weight: weight, in: so)
+            guard record.unresolved.isEmpty else {
+                throw EquivalenceError("the fold's record has inputs that are not constants (\(record.unresolved.joined(separator: ", ")))")
+            }
+            let op = record.before[record.opIndex]
+            func constant(_ slot: Int) throws -> Tensor? {
+                guard op.inputs.count > slot, !op.inputs[slot].isEmpty else { return nil }
+                guard let t = record.beforeConstants[op.inputs[slot]] else {
+                    throw EquivalenceError("input '\(op.inputs[slot])' of \(record.op) is not a constant")
+                }
+                return t
+            }
+            guard let weight = try constant(1) else { throw EquivalenceError("\(record.op) has no weight") }
+            let (shape, channels) = try pairInput(op, weight: weight, bias: try constant(2))
             result.inputShape = shape
             let x = InputSpec(name: "bnfold_verify_x", elementType: weight.elementType, shape: shape)
             let perChannel = (weight.elementCount ?? 0) / max(1, channels)
@@ -219,16 +140,25 @@ public enum FoldVerifier {
             }
             result.channels = channels
             result.channelsChecked = subset?.count ?? channels
-            let originalNodes = [pair.producer] + (pair.add.map { [$0] } ?? []) + [pair.bn]
+            // Constants indexed by the op's output channel on their first
+            // axis: the op's own, and (folded into the op's output) the
+            // BN's or the Mul/Add's; a forward fold's BN is per input channel.
+            var cutBefore = Set(op.inputs.dropFirst())
+            if record.kind != .batchNormIntoConsumer {
+                for (i, node) in record.before.enumerated() where i != record.opIndex { cutBefore.formUnion(node.inputs) }
+            }
             func models(_ subset: [Int]?) throws -> (Model, Model) {
-                (try pairModel(nodes: originalNodes, of: so, model: original, input: x, output: bn.outputs[0], channels: subset),
-                 try pairModel(nodes: [pair.folded], of: sf, model: folded, input: x, output: bn.outputs[0], channels: subset))
+                (try pairModel(nodes: record.before, constants: record.beforeConstants, cut: cutBefore, input: x,
+                               output: record.output, channels: subset, irVersion: irVersion, opsetImports: opsetImports),
+                 try pairModel(nodes: [record.after], constants: record.afterConstants, cut: Set(record.after.inputs),
+                               input: x, output: record.output, channels: subset, irVersion: irVersion,
+                               opsetImports: opsetImports))
             }
             let (a, b): (Model, Model)
             if let cut = try? models(subset) {
                 (a, b) = cut
             } else {
-                // A constant that cannot be cut by channel: check them all.
+                // A constant that cannot be cut by channel (a scalar Mul): check them all.
                 result.channelsChecked = channels
                 (a, b) = try models(nil)
             }
@@ -254,7 +184,7 @@ public enum FoldVerifier {
 
     /// The input shape a pair with producer `op` (weight `weight`) is run on,
     /// and the op's output channels.
-    static func pairInput(_ op: Node, weight: Tensor, in scope: Scope) throws -> (shape: [Int], channels: Int) {
+    static func pairInput(_ op: Node, weight: Tensor, bias: Tensor?) throws -> (shape: [Int], channels: Int) {
         let dims = weight.dims.map(Int.init)
         let group = max(1, Int(op.intAttribute("group") ?? 1))
         switch op.opType {
@@ -277,9 +207,8 @@ public enum FoldVerifier {
             let transB = op.isOp("Gemm") && op.intAttribute("transB") == 1
             let (k, n) = transB ? (dims[1], dims[0]) : (dims[0], dims[1])
             var rows = pairRows
-            if op.isOp("Gemm"), op.inputs.count > 2, !op.inputs[2].isEmpty {
-                let c = try constant(op.inputs[2], in: scope)
-                if c.dims.count == 2 { rows = Int(c.dims[0]) }  // [M, N] or [M, 1] fixes M; [1, N] broadcasts
+            if op.isOp("Gemm"), let c = bias, c.dims.count == 2 {
+                rows = Int(c.dims[0])  // [M, N] or [M, 1] fixes M; [1, N] broadcasts
             }
             rows = max(rows, 1)
             let transA = op.isOp("Gemm") && op.intAttribute("transA") == 1
@@ -339,65 +268,28 @@ public enum FoldVerifier {
 
     // MARK: Cutting out a pair
 
-    /// A constant's tensor: an initializer or a `Constant` node's `value`,
-    /// also behind `Identity` nodes (exporters put them in front of shared
-    /// weights), looked up in the enclosing graphs when the scope's own
-    /// graph neither defines nor declares the name.
-    static func constant(_ name: String, in scope: Scope) throws -> Tensor {
-        let graph = scope.graph
-        var name = name
-        var hops = 0
-        while let p = graph.value(named: name).producer, graph[p.node].isOp("Identity"),
-              graph[p.node].inputs.count == 1, hops < graph.nodeCount {
-            name = graph[p.node].inputs[0]
-            hops += 1
-        }
-        if let t = graph.initializer(named: name) { return t }
-        if let p = graph.value(named: name).producer {
-            if graph[p.node].isOp("Constant"), let t = graph[p.node].attribute("value")?.t { return t }
-        } else if !graph.inputs.contains(where: { $0.name == name }), let outer = scope.enclosing.first {
-            return try constant(name, in: Scope(graph: outer, enclosing: Array(scope.enclosing.dropFirst())))
-        }
-        throw EquivalenceError("'\(name)' is not an initializer or a Constant with a tensor value")
-    }
-
-    /// A model of the given nodes (in order) fed by one input `x` in place of
-    /// the first node's data input, with the constants they use (initializers,
-    /// or the `Constant` nodes producing them) and one output.
-    /// With `channels`, every constant (Conv weight and bias, BN parameters;
-    /// all indexed by output channel first) keeps only those channels.
-    static func pairModel(nodes indices: [Int], of scope: Scope, model: Model, input x: InputSpec, output: String,
-                          channels: [Int]? = nil) throws -> Model {
-        let graph = scope.graph
-        var nodes = indices.map { graph.nodes[$0] }
-        let intermediate = Set(nodes.dropLast().flatMap(\.outputs))
+    /// A model of `nodes` (in order) fed by one input `x` in place of the
+    /// first node's data input, with `constants` as initializers and one
+    /// output. With `channels`, the constants named in `cut` (all indexed
+    /// by the op's output channel first) keep only those channels.
+    static func pairModel(nodes: [Node], constants: [String: Tensor], cut: Set<String>, input x: InputSpec,
+                          output: String, channels: [Int]?, irVersion: Int64?,
+                          opsetImports: [OperatorSetID]) throws -> Model {
+        var nodes = nodes
         nodes[0].inputs[0] = x.name
         var g = Graph(name: "bnfold_verify")
-        var constantNodes: [Node] = []
-        var seen = Set<String>()
-        for node in nodes {
-            for name in node.inputs where !name.isEmpty && name != x.name && !intermediate.contains(name) && seen.insert(name).inserted {
-                if let channels {
-                    var t = try channelSubset(constant(name, in: scope), channels: channels)
-                    t.name = name
-                    g.initializers.append(t)
-                } else if var t = graph.initializer(named: name) {
-                    t.name = name
-                    g.initializers.append(t)
-                } else if let p = graph.value(named: name).producer, graph[p.node].isOp("Constant") {
-                    constantNodes.append(graph[p.node])
-                } else if var t = try? constant(name, in: scope) {  // behind Identity nodes, or outside a body
-                    t.name = name
-                    g.initializers.append(t)
-                } else {
-                    throw EquivalenceError("input '\(name)' of \(node.opType) is not a constant")
-                }
-            }
+        var initializers: [Tensor] = []
+        for (name, tensor) in constants.sorted(by: { $0.key < $1.key }) {
+            var t = tensor
+            if let channels, cut.contains(name) { t = try channelSubset(t, channels: channels) }
+            t.name = name
+            initializers.append(t)
         }
-        g.nodes = constantNodes + nodes
+        g.initializers = initializers
+        g.nodes = nodes
         g.inputs = [ValueInfo(name: x.name, type: .tensor(x.elementType, dims: x.shape.map(Int64.init)))]
         g.outputs = [ValueInfo(name: output, type: TypeProto(value: .tensor(.init(elementType: x.elementType, shape: nil))))]
-        var m = Model(irVersion: model.irVersion, opsetImports: model.opsetImports, graph: g)
+        var m = Model(irVersion: irVersion, opsetImports: opsetImports, graph: g)
         m.functions = []
         return m
     }

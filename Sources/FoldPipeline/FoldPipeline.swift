@@ -112,9 +112,8 @@ public struct FoldPipeline {
             let budget = try self.budget ?? FoldPipeline.processBudget()
             let inputs = self.inputs
             let progress = self.progress
-            let modified = passReport.remarks.contains { $0.kind == .applied }
             verification = budget.enforce {
-                FoldVerification.run(original: original, folded: model, modified: modified, inputs: inputs, progress: progress)
+                FoldVerification.run(original: original, folded: model, passes: passReport, inputs: inputs, progress: progress)
             }
             if let failure = verification.failure {
                 throw Failure.verificationFailed(file: input, message: failure)

@@ -24,13 +24,13 @@ import ONNXGraph
 /// - Parameters:
 ///   - isCandidate: whether a node is one this pass looks at.
 ///   - fold: matches the node and, on success, rewrites the graph and
-///     returns the applied reason and message; on failure leaves the graph
-///     alone.
+///     returns the applied reason, message and ``RewriteRecord`` (handed to
+///     the context for verification); on failure leaves the graph alone.
 ///   - recordMiss: how a miss is recorded (default: appended).
 /// - Returns: whether anything was folded.
 func foldEachCandidate(in graph: inout Graph, context: inout PassContext, pass: String,
                        isCandidate: (Graph, NodeID) -> Bool,
-                       fold: (inout Graph, NodeID) -> Result<(FoldReason, String), FoldMiss>,
+                       fold: (inout Graph, NodeID) -> Result<Folded, FoldMiss>,
                        recordMiss: (inout PassContext, Remark) -> Void = { $0.remark($1) }) -> Bool {
     var queue = NodeQueue()
     for id in graph.nodeIDs where isCandidate(graph, id) { queue.push(id) }
@@ -46,8 +46,9 @@ func foldEachCandidate(in graph: inout Graph, context: inout PassContext, pass: 
             case .failure(let miss):
                 misses[id] = (Remark(kind: .missed, pass: pass, reason: miss.reason.rawValue, node: label,
                                      message: miss.message), folds)
-            case .success(let (reason, message)):
-                context.remark(Remark(kind: .applied, pass: pass, reason: reason.rawValue, node: label, message: message))
+            case .success(let folded):
+                context.remark(Remark(kind: .applied, pass: pass, reason: folded.reason.rawValue, node: label, message: folded.message))
+                context.record(folded.record)
                 folds += 1
                 misses[id] = nil
                 for t in touched where graph.contains(t) {
@@ -61,6 +62,14 @@ func foldEachCandidate(in graph: inout Graph, context: inout PassContext, pass: 
     }
     for (_, miss) in misses.sorted(by: { $0.key < $1.key }) { recordMiss(&context, miss.remark) }
     return folds > 0
+}
+
+/// One fold's outcome for ``foldEachCandidate``: the applied remark's
+/// reason and sentence, and the record of the rewrite.
+struct Folded {
+    let reason: FoldReason
+    let message: String
+    let record: RewriteRecord
 }
 
 extension Graph {

@@ -16,6 +16,16 @@ public protocol GraphPass {
     /// input the pass cannot interpret at all (an unknown opset); anything
     /// the pass merely cannot fold is a `.missed` remark, not an error.
     func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult
+    /// True for a pass whose changes need no pair check: they are right by
+    /// construction (`fold-constants` stores what the reference runtime
+    /// itself computed; checking it would re-run the same evaluation). A
+    /// pass that is false here (the default) and changes the graph without
+    /// a ``RewriteRecord`` is listed in ``PassManager/Report/unrecordedPasses``.
+    var isExactByConstruction: Bool { get }
+}
+
+extension GraphPass {
+    public var isExactByConstruction: Bool { false }
 }
 
 /// What one run of a pass did.
@@ -70,6 +80,9 @@ public struct PassContext {
     public var scope: GraphScope
     /// Remarks made so far, in order.
     public internal(set) var remarks: [Remark] = []
+    /// Rewrite records made so far by the running pass, in order
+    /// (append-only; ``PassManager`` collects them into its report).
+    public internal(set) var records: [RewriteRecord] = []
 
     public init(irVersion: Int64, opsetImports: [OperatorSetID], assumeConstantInputs: Bool = false,
                 scope: GraphScope = GraphScope()) {
@@ -85,6 +98,10 @@ public struct PassContext {
     }
 
     public mutating func remark(_ remark: Remark) { remarks.append(remark) }
+
+    /// Hands over what a rewrite did (``RewriteRecord``), so that the
+    /// fold's verification checks exactly that rewrite.
+    public mutating func record(_ record: RewriteRecord) { records.append(record) }
 
     /// `base`, or `base_1`, `base_2`, … : a name used nowhere in `graph`, in
     /// the graphs nested in it, or in the graphs around it (ONNX names are

@@ -52,6 +52,14 @@ public struct PassManager {
     /// The outcome of a pipeline run.
     public struct Report: Sendable {
         public var remarks: [Remark]
+        /// What every rewrite did, in the order they happened, from every
+        /// round and every graph (``RewriteRecord``): what the fold's
+        /// verification checks.
+        public var records: [RewriteRecord] = []
+        /// Passes that changed a graph without handing over a record (and
+        /// are not ``GraphPass/isExactByConstruction``), in order of first
+        /// change: only a whole-model check covers what they did.
+        public var unrecordedPasses: [String] = []
         /// Rounds run (the last one changed nothing unless the cap was hit).
         public var iterations: Int
         /// True if the cap stopped the pipeline before a fixed point.
@@ -71,6 +79,7 @@ public struct PassManager {
                                   scope: GraphScope(pinnedNames: Self.namesReadByTrainingInfo(model.trainingInfo)))
         var applied: [Remark] = []
         var lastMissed: [Remark] = []
+        var log = ChangeLog()
         var iterations = 0
         var changed = true
         while changed && iterations < maxIterations {
@@ -78,7 +87,7 @@ public struct PassManager {
             iterations += 1
             var round: [ScopedRemark] = []
             for pass in activePasses {
-                if try run(pass, on: &graph, context: context, remarks: &round) {
+                if try run(pass, on: &graph, context: context, remarks: &round, log: &log) {
                     changed = true
                     try Self.checkValid(graph, of: model, after: pass)
                 }
@@ -87,7 +96,8 @@ public struct PassManager {
             applied += remarks.filter { $0.kind == .applied }
             lastMissed = remarks.filter { $0.kind == .missed }
         }
-        return Report(remarks: applied + lastMissed, iterations: iterations, hitIterationCap: changed)
+        return Report(remarks: applied + lastMissed, records: log.records, unrecordedPasses: log.unrecordedPasses,
+                      iterations: iterations, hitIterationCap: changed)
     }
 
     /// Debug builds (and so every test) validate the graph after each pass
@@ -104,6 +114,12 @@ public struct PassManager {
             throw PassError(pass: pass.name, "pass \(pass.name) left an invalid graph: \(error.message)")
         }
         #endif
+    }
+
+    /// The records of a run, and the passes that changed a graph without one.
+    struct ChangeLog {
+        var records: [RewriteRecord] = []
+        var unrecordedPasses: [String] = []
     }
 
     /// A remark of the current round and the scope path of the graph it is about.
@@ -127,12 +143,13 @@ public struct PassManager {
     /// and may drop its own. What it removed goes from `remarks`, what it
     /// added is appended.
     private func run(_ pass: any GraphPass, on graph: inout Graph, context: PassContext,
-                     remarks: inout [ScopedRemark]) throws -> Bool {
+                     remarks: inout [ScopedRemark], log: inout ChangeLog) throws -> Bool {
         let path = context.scope.path
         let mine = remarks.indices.filter { remarks[$0].path == path }
         var local = context
         local.remarks = mine.map { remarks[$0].remark }
         let modified: Bool
+        let revision = graph.revision
         do {
             modified = try pass.run(on: &graph, context: &local).modified
         } catch let error as PassError {
@@ -140,6 +157,14 @@ public struct PassManager {
         } catch {
             throw PassError(pass: pass.name, "pass \(pass.name) failed: \(error)")
         }
+        // The graph's revision says whether it changed, whatever the pass
+        // reports (a pass may edit and say it did not, to stay out of the
+        // fixed point).
+        if graph.revision != revision, local.records.isEmpty, !pass.isExactByConstruction,
+           !log.unrecordedPasses.contains(pass.name) {
+            log.unrecordedPasses.append(pass.name)
+        }
+        log.records += local.records
         // Passes only remove and append remarks: what is left of the earlier
         // ones is a subsequence of them, in order, followed by the new ones.
         var kept = 0
@@ -164,7 +189,7 @@ public struct PassManager {
                 let attributeName = node.attributes[a].name ?? "?"
                 if var body = node.attributes[a].g {
                     let inner = context.entering(graph, node: label, attribute: attributeName)
-                    if try run(pass, on: &body, context: inner, remarks: &remarks) {
+                    if try run(pass, on: &body, context: inner, remarks: &remarks, log: &log) {
                         node.attributes[a].g = body
                         nodeChanged = true
                     }
@@ -172,7 +197,7 @@ public struct PassManager {
                 for k in node.attributes[a].graphs.indices {
                     var body = node.attributes[a].graphs[k]
                     let inner = context.entering(graph, node: label, attribute: "\(attributeName)[\(k)]")
-                    if try run(pass, on: &body, context: inner, remarks: &remarks) {
+                    if try run(pass, on: &body, context: inner, remarks: &remarks, log: &log) {
                         node.attributes[a].graphs[k] = body
                         nodeChanged = true
                     }
@@ -216,6 +241,7 @@ extension PassContext {
         var inner = self
         inner.scope = scope.entering(graph, node: node, attribute: attribute)
         inner.remarks = []
+        inner.records = []
         return inner
     }
 }

@@ -15,7 +15,7 @@
 /// them compacts the storage (IDs become positions again) and drops the
 /// index, which the next query rebuilds from scratch.
 public struct Graph: Equatable {
-    public var name: String?
+    public var name: String? { didSet { revision &+= 1 } }
     /// The live nodes in order. Passes address nodes by ``NodeID``
     /// (`graph[id]`, ``nodeIDs``) and change them through the edits;
     /// assigning here renumbers the IDs.
@@ -31,23 +31,29 @@ public struct Graph: Equatable {
         _modify { initializerStore.compact(); dropIndex(); var slots = initializerStore.slots; initializerStore = SlotStore(); defer { initializerStore = SlotStore(slots) }; yield &slots }
         set { initializerStore = SlotStore(newValue); dropIndex() }
     }
-    public var sparseInitializers: [SparseTensor] = [] { didSet { dropIndex() } }
-    public var docString: String?
+    public var sparseInitializers: [SparseTensor] = [] { didSet { dropIndex(); revision &+= 1 } }
+    public var docString: String? { didSet { revision &+= 1 } }
     public var inputs: [ValueInfo] {
         get { storedInputs }
         _modify { dropIndex(); yield &storedInputs }
         set { storedInputs = newValue; dropIndex() }
     }
-    public var outputs: [ValueInfo] = [] { didSet { dropIndex() } }
+    public var outputs: [ValueInfo] = [] { didSet { dropIndex(); revision &+= 1 } }
     /// Recorded types of intermediate values.
-    public var valueInfo: [ValueInfo] = []
-    public var quantizationAnnotations: [TensorAnnotation] = []
-    public var metadataProps: [StringPair] = []
-    public var unknownFields = UnknownFields()
+    public var valueInfo: [ValueInfo] = [] { didSet { revision &+= 1 } }
+    public var quantizationAnnotations: [TensorAnnotation] = [] { didSet { revision &+= 1 } }
+    public var metadataProps: [StringPair] = [] { didSet { revision &+= 1 } }
+    public var unknownFields = UnknownFields() { didSet { revision &+= 1 } }
 
-    var nodeStore = SlotStore<Node>()
-    var initializerStore = SlotStore<Tensor>()
-    var storedInputs: [ValueInfo] = []
+    var nodeStore = SlotStore<Node>() { didSet { revision &+= 1 } }
+    var initializerStore = SlotStore<Tensor>() { didSet { revision &+= 1 } }
+    var storedInputs: [ValueInfo] = [] { didSet { revision &+= 1 } }
+
+    /// Moves on with every change to the message (not with index or cache
+    /// work): two equal revisions of one graph value mean nothing was
+    /// edited in between. ``==`` ignores it. The pass manager uses it to
+    /// tell whether a pass changed the graph, whatever the pass reports.
+    public internal(set) var revision: UInt64 = 0
 
     /// Lazily built use/def index; not part of the message.
     var index = GraphIndex()

@@ -34,10 +34,50 @@ import TestSupport
         #expect {
             _ = try pipeline.run(input: input, output: out)
         } throws: { error in
+            // Every recorded fold is right; the extra pass changed a weight
+            // without a record, so the whole-model check catches it and the
+            // message names the pass.
             guard case .verificationFailed(let file, let message)? = error as? FoldPipeline.Failure else { return false }
-            return file == input && message.contains("/stem/stem.1/BatchNormalization")
+            return file == input && message.hasPrefix("whole model, output '60': error ")
+                && message.hasSuffix("; pass 'scale-first-conv' changed the graph without a rewrite record")
         }
         #expect(scratch.contents().isEmpty)
+    }
+
+    /// Where the whole-model check cannot run (an If node), a change without
+    /// a record is not verified, and the outcome says so.
+    @Test func anUnrecordedChangeThatNothingChecksIsNamed() throws {
+        let scratch = ScratchDirectory()
+        let outcome = try FoldPipeline(passes: BuiltinPasses.all + [ScaleFirstConv(factor: 1.01)])
+            .run(input: TestPaths.fixture("subgraph_if.onnx"), output: scratch.file("out.onnx"))
+        let v = outcome.verification
+        #expect(v.failure == nil)
+        #expect(v.summary.unrecordedPasses == ["scale-first-conv"])
+        #expect(v.summary.wholeModel.hasPrefix("skipped: unsupported operators If"))
+        #expect(v.notes.contains("pass 'scale-first-conv' changed the graph without a rewrite record, and the whole-model check did not run: those changes are not verified"))
+        // The built-in folds are all recorded and pair-checked, bodies included.
+        #expect(v.summary.pairsChecked == 3)
+        #expect(outcome.passReport.unrecordedPasses == ["scale-first-conv"])
+    }
+
+    /// Every kind of fold is pair-checked from its record: Mul and Add into
+    /// a Conv, a BN forward into the Conv after it, and each step of a
+    /// BN → Conv → BN chain — the folds a graph diff could not pair.
+    @Test(arguments: [
+        ("conv_mul_add.onnx", ["fold-mul-add", "fold-mul-add"], ["ConvMulFolded", "ConvAddFolded"]),
+        ("bn_conv_nopad.onnx", ["fold-batchnorm-forward"], ["BatchNormConvFolded"]),
+        ("chain_bn_conv_bn.onnx", ["fold-batchnorm", "fold-batchnorm-forward"], ["ConvBatchNormFolded", "BatchNormConvFolded"]),
+    ])
+    func everyFoldIsPairChecked(fixture: String, passes: [String], reasons: [String]) throws {
+        let scratch = ScratchDirectory()
+        let outcome = try FoldPipeline(passes: BuiltinPasses.all)
+            .run(input: TestPaths.fixture(fixture), output: scratch.file("out.onnx"))
+        #expect(outcome.passReport.records.map(\.pass) == passes)
+        #expect(outcome.passReport.records.map(\.reason) == reasons)
+        #expect(outcome.passReport.unrecordedPasses.isEmpty)
+        #expect(outcome.verification.summary.pairsChecked == passes.count)
+        #expect(outcome.verification.summary.pairsFailed == 0)
+        #expect(outcome.verification.summary.wholeModel == "passed")
     }
 
     @Test func theSamePipelineWithoutTheBrokenPassFoldsAndWrites() throws {

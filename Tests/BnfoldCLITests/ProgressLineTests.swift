@@ -86,9 +86,9 @@ struct ProgressLineTests {
     @Test func foldVerificationReportsItsProgress() throws {
         let model = try ModelReader.read(path: TestPaths.fixture("torch_tiny_resnet.onnx"))
         var folded = model
-        _ = try PassManager(passes: BuiltinPasses.all).run(on: &folded)
+        let report = try PassManager(passes: BuiltinPasses.all).run(on: &folded)
         var seen: [String] = []
-        let v = FoldVerification.run(original: model, folded: folded, modified: true, progress: { seen.append($0) })
+        let v = FoldVerification.run(original: model, folded: folded, passes: report, progress: { seen.append($0) })
         #expect(v.failure == nil)
         let pairs = seen.filter { $0.hasPrefix("bnfold: verifying pair ") }
         #expect(pairs.count == v.summary.pairsChecked)

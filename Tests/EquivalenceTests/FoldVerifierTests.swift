@@ -8,18 +8,21 @@ import TestSupport
 
 /// A deliberately wrong fold, for these tests only: Conv → BN folded with
 /// ε = 0 (the "forgotten ε" mistake). Only initializer weights, group = 1.
+/// It records its folds as a pass should, so the pair check sees each one.
 struct FoldWithoutEpsilon: GraphPass {
     let name = "test-fold-without-epsilon"
     let summary = "folds BatchNormalization ignoring ε (wrong on purpose)"
 
     func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
         var modified = false
-        while let bnIndex = graph.nodes.firstIndex(where: { n in
-            n.isOp("BatchNormalization") && graph.value(named: n.inputs[0]).producer.map { graph[$0.node].isOp("Conv") } == true
+        while let bnID = graph.nodeIDs.first(where: { id in
+            graph[id].isOp("BatchNormalization") && graph.value(named: graph[id].inputs[0]).producer.map { graph[$0.node].isOp("Conv") } == true
         }) {
-            let bn = graph.nodes[bnIndex]
-            let convIndex = graph.value(named: bn.inputs[0]).producer!.node.raw
-            let conv = graph.nodes[convIndex]
+            let bn = graph[bnID]
+            let convID = graph.value(named: bn.inputs[0]).producer!.node
+            let conv = graph[convID]
+            var record = RewriteRecord(pass: name, reason: "ConvBatchNormFolded", kind: .batchNormIntoProducer,
+                                       subject: bnID, op: convID, replaced: [convID, bnID], in: graph, context: context)
             let w = graph.initializer(named: conv.inputs[1])!
             let p = try bn.inputs[1...4].map { try graph.initializer(named: $0)!.doubles() }
             let channels = Int(w.dims[0])
@@ -31,12 +34,15 @@ struct FoldWithoutEpsilon: GraphPass {
                                   values: wv.indices.map { wv[$0] * s[$0 / per] })
             let newB = makeTensor(conv.inputs[1] + "_broken_bias", w.elementType, dims: [channels],
                                   values: (0..<channels).map { (b[$0] - p[2][$0]) * s[$0] + p[1][$0] })
-            graph.initializers += [newW, newB]
-            var folded = conv
-            folded.inputs = [conv.inputs[0], newW.name!, newB.name!]
-            folded.outputs = [bn.outputs[0]]
-            graph.nodes[convIndex] = folded
-            graph.nodes.remove(at: bnIndex)
+            graph.appendInitializer(newW)
+            graph.appendInitializer(newB)
+            graph.removeNodes([bnID])
+            graph.updateNode(convID) { folded in
+                folded.inputs = [conv.inputs[0], newW.name!, newB.name!]
+                folded.outputs = [bn.outputs[0]]
+            }
+            record.finish(replacement: convID, in: graph, context: context)
+            context.record(record)
             modified = true
         }
         return PassResult(modified: modified)
@@ -46,9 +52,30 @@ struct FoldWithoutEpsilon: GraphPass {
 @Suite("fold verification")
 struct FoldVerifierTests {
     static func fold(_ model: Model, with pass: any GraphPass = FoldBatchNorm()) throws -> Model {
+        try foldRecording(model, with: pass).model
+    }
+
+    /// The folded model and the passes' records.
+    static func foldRecording(_ model: Model, with passes: any GraphPass...) throws -> (model: Model, records: [RewriteRecord]) {
         var m = model
-        _ = try PassManager(passes: [pass]).run(on: &m)
-        return m
+        let report = try PassManager(passes: passes.isEmpty ? [FoldBatchNorm()] : passes).run(on: &m)
+        return (m, report.records)
+    }
+
+    /// The pair checks of the records of folding `model` with `passes`.
+    static func verify(_ model: Model, with passes: any GraphPass...) throws -> [FoldVerifier.PairResult] {
+        var m = model
+        let report = try PassManager(passes: passes.isEmpty ? [FoldBatchNorm()] : passes).run(on: &m)
+        return FoldVerifier.verify(report.records, irVersion: m.irVersion, opsetImports: m.opsetImports)
+    }
+
+    /// `record` with the after side's weight scaled by 1.01: a wrong fold.
+    static func broken(_ record: RewriteRecord) throws -> RewriteRecord {
+        var r = record
+        let name = r.after.inputs[1]
+        let w = try #require(r.afterConstants[name])
+        r.afterConstants[name] = try w.scaledBlocks(blockSize: try #require(w.elementCount), scale: [1.01], channelOfBlock: { _ in 0 })
+        return r
     }
 
     /// The body of `node`'s attribute `name` in the main graph, edited in place.
@@ -74,28 +101,25 @@ struct FoldVerifierTests {
             main.initializers.append(w)
         }
         try original.validate()
-        let folded = try Self.fold(original)
-        let pairs = FoldVerifier.verifyPairs(original: original, folded: folded)
-        #expect(Set(pairs.map(\.batchNorm)) == ["m_bn", "if/else_branch/e_bn", "if/then_branch/t_bn"])
-        let problems = pairs.filter { !$0.passed }.map { "\($0.batchNorm): \($0.problem ?? "ratio \($0.ratio)")" }
+        let (folded, records) = try Self.foldRecording(original)
+        let pairs = FoldVerifier.verify(records, irVersion: folded.irVersion, opsetImports: folded.opsetImports)
+        #expect(Set(pairs.map(\.subject)) == ["m_bn", "if/else_branch/e_bn", "if/then_branch/t_bn"])
+        let problems = pairs.filter { !$0.passed }.map { "\($0.subject): \($0.problem ?? "ratio \($0.ratio)")" }
         #expect(problems.isEmpty, "\(problems)")
+        // The then-branch Conv's weight came from the main graph: the record holds it.
+        let then = try #require(records.first { $0.subject == "if/then_branch/t_bn" })
+        #expect(then.beforeConstants["t_W"] != nil)
 
-        var broken = folded
-        try Self.editBranch(&broken, node: "if", "then_branch") { branch, _ in
-            let conv = try #require(branch.nodes.first { $0.isOp("Conv") })
-            let i = try #require(branch.initializers.firstIndex { $0.name == conv.inputs[1] })
-            let count = try #require(branch.initializers[i].elementCount)
-            branch.initializers[i] = try branch.initializers[i].scaledBlocks(blockSize: count, scale: [1.01], channelOfBlock: { _ in 0 })
-        }
-        let brokenPairs = FoldVerifier.verifyPairs(original: original, folded: broken)
-        #expect(brokenPairs.filter { !$0.passed }.map(\.batchNorm) == ["if/then_branch/t_bn"])
+        let brokenRecords = try records.map { $0.subject == "if/then_branch/t_bn" ? try Self.broken($0) : $0 }
+        let brokenPairs = FoldVerifier.verify(brokenRecords, irVersion: folded.irVersion, opsetImports: folded.opsetImports)
+        #expect(brokenPairs.filter { !$0.passed }.map(\.subject) == ["if/then_branch/t_bn"])
     }
 
     @Test(arguments: ["torch_tiny_resnet.onnx", "torch_resnet18.onnx", "conv2d_bn_fp16.onnx", "conv2d_bn_bf16.onnx", "conv2d_bn_f64.onnx"])
     func correctFoldPasses(fixture: String) throws {
         let original = try ModelReader.read(path: TestPaths.fixture(fixture))
         let folded = try Self.fold(original)
-        let pairs = FoldVerifier.verifyPairs(original: original, folded: folded)
+        let pairs = try Self.verify(original)
         let expected = original.graph!.nodes.filter { $0.isOp("BatchNormalization") }.count
         #expect(pairs.count == expected)
         for p in pairs {
@@ -110,7 +134,7 @@ struct FoldVerifierTests {
     @Test func foldWithoutEpsilonIsCaught() throws {
         let original = try ModelReader.read(path: TestPaths.fixture("torch_tiny_resnet.onnx"))
         let broken = try Self.fold(original, with: FoldWithoutEpsilon())
-        let pairs = FoldVerifier.verifyPairs(original: original, folded: broken)
+        let pairs = try Self.verify(original, with: FoldWithoutEpsilon())
         #expect(pairs.count == 6)
         #expect(pairs.contains { !$0.passed })
         print("[measure] fold without ε: pair ratios \(pairs.map(\.ratio))")
@@ -138,12 +162,12 @@ struct FoldVerifierTests {
             makeTensor("v", .float, dims: c, values: rng.uniforms(cout, 0.25...2)),
            ])
         let original = Model(irVersion: 8, opsetImports: [OperatorSetID(domain: "", version: 17)], graph: graph)
-        let pairs = FoldVerifier.verifyPairs(original: original, folded: try Self.fold(original))
+        let pairs = try Self.verify(original)
         #expect(pairs.count == 1)
         #expect(pairs.first?.passed == true, "\(pairs.first?.failureDescription ?? "")")
         #expect(pairs.first?.channels == cout)
         #expect((pairs.first?.channelsChecked ?? 0) < cout)
-        let broken = FoldVerifier.verifyPairs(original: original, folded: try Self.fold(original, with: FoldWithoutEpsilon()))
+        let broken = try Self.verify(original, with: FoldWithoutEpsilon())
         #expect(broken.first?.passed == false)
     }
 }
@@ -194,44 +218,26 @@ struct LinearPairVerifierTests {
         let folded = try FoldVerifierTests.fold(original)
         let g = try #require(folded.graph)
         #expect(g.nodes.map(\.opType) == [producer == .convTranspose ? "ConvTranspose" : "Gemm"])
-        let pairs = FoldVerifier.foldedPairs(original: try #require(original.graph), folded: g)
-        let add: Int? = producer == .matMulAdd ? 1 : nil
-        #expect(pairs == [FoldVerifier.FoldedPair(bn: add == nil ? 1 : 2, producer: 0, add: add, folded: 0)])
+        let (_, records) = try FoldVerifierTests.foldRecording(original)
+        #expect(records.map { $0.before.map(\.opType) } == [producer == .matMulAdd ? ["MatMul", "Add", "BatchNormalization"]
+            : [producer == .convTranspose ? "ConvTranspose" : producer.rawValue, "BatchNormalization"]])
+        #expect(records.first?.after == g.nodes.first)
 
-        let results = FoldVerifier.verifyPairs(original: original, folded: folded)
+        let results = FoldVerifier.verify(records, irVersion: folded.irVersion, opsetImports: folded.opsetImports)
         #expect(results.count == 1)
         let result = try #require(results.first)
         #expect(result.passed, "\(result.failureDescription)")
         #expect(result.ratio < 1)
         #expect(result.inputShape == shape)
-        #expect(result.producer == "op")
-        #expect(result.batchNorm == "bn")
+        #expect(result.op == "op")
+        #expect(result.subject == "bn")
         #expect(result.output == "Y")
         #expect((result.channels, result.channelsChecked) == (channels, channels))
 
-        var broken = folded
-        broken.updateGraph { g in
-            let i = g.initializers.firstIndex { $0.name == "op_W" }!
-            g.initializers[i] = try! g.initializers[i].scaledBlocks(blockSize: g.initializers[i].elementCount!,
-                                                                     scale: [1.01], channelOfBlock: { _ in 0 })
-        }
-        let failed = FoldVerifier.verifyPairs(original: original, folded: broken)
+        let failed = FoldVerifier.verify(try records.map(FoldVerifierTests.broken), irVersion: folded.irVersion,
+                                         opsetImports: folded.opsetImports)
         #expect(failed.count == 1)
         #expect(failed.first?.passed == false)
         #expect((failed.first?.ratio ?? 0) > 1)
-    }
-
-    @Test("An Add after a MatMul whose other operand is computed is not a folded pair")
-    func addOfComputedValuesIsNoPair() throws {
-        var s = ModelSketch(type: .float, seed: 34, inputShape: [3, 4])
-        s.node("MatMul", ["X", s.randomConstant("op_W", dims: [4, 5])], "y", name: "op")
-        s.node("Relu", ["y"], "r", name: "relu")
-        s.node("Add", ["y", "r"], "z", name: "add")
-        s.batchNorm("z", "Y", channels: 5, name: "bn")
-        let original = s.model(output: "Y")
-        // A hand-made "folded" graph computing Y with a Gemm: not what fold-batchnorm does here.
-        var g = try #require(original.graph)
-        g.nodes = [Node(opType: "Gemm", inputs: ["X", "op_W"], outputs: ["Y"], name: "op")]
-        #expect(FoldVerifier.foldedPairs(original: try #require(original.graph), folded: g).isEmpty)
     }
 }

@@ -163,9 +163,9 @@ import ReferenceRuntime
                 guard var model = try? ModelReader.read(bytes: raw, name: "/nonexistent/\(file)"),
                       (try? model.validate()) != nil else { return }
                 let original = model
-                _ = try? PassManager(passes: BuiltinPasses.all).run(on: &model)
+                let records = (try? PassManager(passes: BuiltinPasses.all).run(on: &model))?.records ?? []
                 MemoryBudget(bytes: 256 << 20).enforce {
-                    _ = FoldVerifier.verifyPairs(original: original, folded: model)
+                    _ = FoldVerifier.verify(records, irVersion: model.irVersion, opsetImports: model.opsetImports)
                     _ = FoldVerifier.verifyWholeModel(original: original, folded: model)
                 }
                 _ = try? ModelWriter.packedSize(model)

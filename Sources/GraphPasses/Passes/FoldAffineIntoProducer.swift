@@ -53,8 +53,9 @@ public struct FoldAffineIntoProducer: GraphPass {
                     return .failure(FoldMiss(.noFoldableProducer, "not a Mul or Add by a constant after a Conv, ConvTranspose or Gemm"))
                 }
                 return match(c, in: g, context: scan).map { (op, rewrite) in
-                    apply(rewrite, op: op, candidate: c, to: &g, context: scan, opset: opset)
-                    return (Self.reason(op.kind, isMul: c.isMul), "folded into \(op.label) (\(op.outChannels) channels)")
+                    let reason = Self.reason(op.kind, isMul: c.isMul)
+                    let record = apply(rewrite, op: op, candidate: c, reason: reason, to: &g, context: scan, opset: opset)
+                    return Folded(reason: reason, message: "folded into \(op.label) (\(op.outChannels) channels)", record: record)
                 }
             })
         return PassResult(modified: modified)
@@ -127,14 +128,18 @@ public struct FoldAffineIntoProducer: GraphPass {
 
     // MARK: Rewriting
 
-    func apply(_ rewrite: LinearRewrite, op: LinearOperator, candidate c: Candidate, to graph: inout Graph,
-               context: PassContext, opset: Int64) {
+    func apply(_ rewrite: LinearRewrite, op: LinearOperator, candidate c: Candidate, reason: FoldReason,
+               to graph: inout Graph, context: PassContext, opset: Int64) -> RewriteRecord {
         let node = graph[c.node]
+        var record = RewriteRecord(pass: name, reason: reason.rawValue, kind: .affineIntoProducer, subject: c.node,
+                                   op: op.node, replaced: [op.node, c.node], in: graph, context: context)
         var candidates = graph.apply(rewrite, to: op, context: context, opset: opset)
         candidates.formUnion(node.inputs)
         // The producer now computes the Mul/Add's output, under its name.
         graph.setOutput(node: op.node, slot: 0, to: node.outputs[0])
         graph.removeNodes([c.node])
         graph.removeDeadValues(candidates, context: context)
+        record.finish(replacement: op.node, in: graph, context: context)
+        return record
     }
 }

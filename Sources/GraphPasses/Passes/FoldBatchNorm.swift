@@ -99,9 +99,10 @@ public struct FoldBatchNorm: GraphPass {
             isCandidate: { g, i in g[i].isOp("BatchNormalization") },
             fold: { g, i in
                 match(bn: i, in: g, opset: opset, context: scan).map { fold in
-                    apply(fold, to: &g, context: scan, opset: opset)
+                    let record = apply(fold, to: &g, context: scan, opset: opset)
                     let via = fold.add.map { " and \($0.label)" } ?? ""
-                    return (fold.reason, "folded into \(fold.producer.label)\(via) (\(fold.producer.outChannels) channels, ε = \(fold.bn.epsilon))")
+                    return Folded(reason: fold.reason, message: "folded into \(fold.producer.label)\(via) (\(fold.producer.outChannels) channels, ε = \(fold.bn.epsilon))",
+                                  record: record)
                 }
             })
         return PassResult(modified: modified)
@@ -264,9 +265,13 @@ public struct FoldBatchNorm: GraphPass {
 
     // MARK: Rewriting
 
-    func apply(_ fold: Fold, to graph: inout Graph, context: PassContext, opset: Int64) {
+    func apply(_ fold: Fold, to graph: inout Graph, context: PassContext, opset: Int64) -> RewriteRecord {
         let bn = graph[fold.bn.node]
         let op = fold.producer
+        var record = RewriteRecord(pass: name, reason: fold.reason.rawValue, kind: .batchNormIntoProducer,
+                                   subject: fold.bn.node, op: op.node,
+                                   replaced: [op.node] + (fold.add.map { [$0.node] } ?? []) + [fold.bn.node],
+                                   in: graph, context: context)
         var candidates = graph.apply(fold.rewrite, to: op, context: context, opset: opset)
         candidates.insert(graph[op.node].outputs[0])
         // The producer now computes the BN's output, under the BN's name.
@@ -280,5 +285,7 @@ public struct FoldBatchNorm: GraphPass {
         candidates.formUnion(bn.inputs.dropFirst())
         candidates.formUnion(bn.outputs.dropFirst())
         graph.removeDeadValues(candidates, context: context)
+        record.finish(replacement: op.node, in: graph, context: context)
+        return record
     }
 }

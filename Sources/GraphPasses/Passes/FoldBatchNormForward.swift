@@ -65,8 +65,9 @@ public struct FoldBatchNormForward: GraphPass {
                     return .failure(FoldMiss(.noFoldableProducer, "no Conv, Gemm or MatMul reads its output"))
                 }
                 return match(bn: i, consumer: consumer, in: g, opset: opset, context: scan).map { fold in
-                    apply(fold, to: &g, context: scan, opset: opset)
-                    return (fold.reason, "folded into \(fold.op.label) (\(fold.op.inChannels) input channels, ε = \(fold.bn.epsilon))")
+                    let record = apply(fold, to: &g, context: scan, opset: opset)
+                    return Folded(reason: fold.reason, message: "folded into \(fold.op.label) (\(fold.op.inChannels) input channels, ε = \(fold.bn.epsilon))",
+                                  record: record)
                 }
             },
             recordMiss: { context, remark in
@@ -183,8 +184,11 @@ public struct FoldBatchNormForward: GraphPass {
 
     // MARK: Rewriting
 
-    func apply(_ fold: Fold, to graph: inout Graph, context: PassContext, opset: Int64) {
+    func apply(_ fold: Fold, to graph: inout Graph, context: PassContext, opset: Int64) -> RewriteRecord {
         let bn = graph[fold.bn.node]
+        var record = RewriteRecord(pass: name, reason: fold.reason.rawValue, kind: .batchNormIntoConsumer,
+                                   subject: fold.bn.node, op: fold.op.node, replaced: [fold.bn.node, fold.op.node],
+                                   in: graph, context: context)
         var candidates = graph.apply(fold.rewrite, to: fold.op, context: context, opset: opset)
         // The op reads what the BN read.
         graph.setInput(node: fold.op.node, slot: 0, to: bn.inputs[0])
@@ -192,5 +196,7 @@ public struct FoldBatchNormForward: GraphPass {
         candidates.formUnion(bn.inputs.dropFirst())
         candidates.formUnion(bn.outputs)
         graph.removeDeadValues(candidates, context: context)
+        record.finish(replacement: fold.op.node, in: graph, context: context)
+        return record
     }
 }

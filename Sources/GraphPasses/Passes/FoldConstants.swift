@@ -52,6 +52,9 @@ import ReferenceRuntime
 public struct FoldConstants: GraphPass {
     public let name = "fold-constants"
     public let summary = "Compute nodes whose inputs are all constant (reference runtime) and store the results as initializers."
+    /// The stored values are what the reference runtime computed: a pair
+    /// check would run the same evaluation again.
+    public var isExactByConstruction: Bool { true }
 
     /// Default ``elementLimit``: 2²² elements, 16 MiB of float32 (32 MiB of
     /// int64 or double). Large enough for any bias, shape or small weight
