@@ -92,10 +92,11 @@ struct InspectReport: Encodable {
         // A BN is identified by its path and output name (display names of
         // unnamed nodes carry an index that moves when other nodes go).
         let remaining = Set(InspectReport.batchNorms(in: folded.graph ?? Graph(name: nil), path: "").map(\.key))
-        // Remarks grouped by node once (one filter per BN was quadratic).
-        let remarksByNode = Dictionary(grouping: remarks, by: \.node)
-        for (name, key, producer, consumers) in InspectReport.batchNorms(in: graph, path: "") {
-            let about = remarksByNode[name] ?? []
+        // Remarks grouped by node identity (scope path and NodeID) once:
+        // labels can coincide, identities cannot.
+        let remarksByNode = Dictionary(grouping: remarks.filter { $0.nodeID != nil }) { NodeKey(scope: $0.scope, id: $0.nodeID!) }
+        for (name, key, identity, producer, consumers) in InspectReport.batchNorms(in: graph, path: "") {
+            let about = remarksByNode[identity] ?? []
             let applied = about.last { $0.kind == .applied }
             let missed = about.last { $0.kind == .missed }
             let gone = !remaining.contains(key)
@@ -107,9 +108,14 @@ struct InspectReport: Encodable {
     }
 
     /// Each BatchNormalization of `graph` and its subgraphs, with its neighbours.
-    static func batchNorms(in graph: Graph, path: String) -> [(name: String, key: String, producer: Neighbour?, consumers: [Neighbour])] {
-        var result: [(name: String, key: String, producer: Neighbour?, consumers: [Neighbour])] = []
+    /// A node's identity across the model: its graph's scope path and its ID there.
+    struct NodeKey: Hashable { let scope: [String]; let id: NodeID }
+
+    static func batchNorms(in graph: Graph, path: String, scope: [String] = [])
+        -> [(name: String, key: String, identity: NodeKey, producer: Neighbour?, consumers: [Neighbour])] {
+        var result: [(name: String, key: String, identity: NodeKey, producer: Neighbour?, consumers: [Neighbour])] = []
         let nodes = graph.nodes
+        let ids = graph.nodeIDs
         // Producer and readers of every value, in one sweep (first producer
         // wins; readers in node order, each once).
         var producerOf: [String: Int] = [:]
@@ -123,12 +129,13 @@ struct InspectReport: Encodable {
             if node.isOp("BatchNormalization"), let x = node.inputs.first, let y = node.outputs.first {
                 let producer = producerOf[x].map(neighbour)
                 let consumers = (readersOf[y] ?? []).map(neighbour)
-                result.append((path + node.displayName(index: index), path + y, producer, consumers))
+                result.append((path + graph.label(ids[index]), path + y, NodeKey(scope: scope, id: ids[index]), producer, consumers))
             }
             for attribute in node.attributes {
                 for (k, sub) in attribute.subgraphs.enumerated() {
                     let suffix = attribute.subgraphs.count > 1 ? "\(attribute.name ?? "")[\(k)]" : (attribute.name ?? "")
-                    result += batchNorms(in: sub, path: path + node.displayName(index: index) + "/" + suffix + "/")
+                    let owner = graph.label(ids[index])
+                    result += batchNorms(in: sub, path: path + owner + "/" + suffix + "/", scope: scope + [owner, suffix])
                 }
             }
         }

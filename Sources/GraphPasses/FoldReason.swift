@@ -105,26 +105,14 @@ extension PassContext {
             FoldMiss(why.root == .overridableInitializer ? .overridableInitializer : reason, "\(what) \(why.explanation)")
         }
     }
-
-    /// Records a missed remark about `node` unless the pass `deferringTo`
-    /// already explained it this round with a reason other than one of
-    /// `weakerThan`; an explanation with one of those reasons is replaced.
-    ///
-    /// One BatchNormalization, one verdict: the backward and forward folds
-    /// both look at every BN, and a user wants the most informative reason
-    /// ("the next Conv pads"), not "nothing to fold into" beside it.
-    mutating func remarkMissed(_ remark: Remark, deferringTo pass: String, weakerThan weak: Set<FoldReason>) {
-        let weakIds = Set(weak.map(\.rawValue))
-        let earlier = remarks.firstIndex { $0.kind == .missed && $0.pass == pass && $0.node == remark.node }
-        if let earlier {
-            guard weakIds.contains(remarks[earlier].reason) else { return }
-            remarks.remove(at: earlier)
-        }
-        remarks.append(remark)
-    }
 }
 
 extension FoldReason {
+    /// True for the one reason that says only "nothing to fold into here":
+    /// when another pass said more about the same node, its remark is the
+    /// node's verdict (``PassManager/Report/remarks``).
+    public var isUninformative: Bool { self == .noFoldableProducer }
+
     /// True for the applied ids of a fold that removed a BatchNormalization
     /// (backward or forward; not the Mul/Add folds).
     public var removesBatchNormalization: Bool {

@@ -26,12 +26,10 @@ import ONNXGraph
 ///   - fold: matches the node and, on success, rewrites the graph and
 ///     returns the applied reason, message and ``RewriteRecord`` (handed to
 ///     the context for verification); on failure leaves the graph alone.
-///   - recordMiss: how a miss is recorded (default: appended).
 /// - Returns: whether anything was folded.
 func foldEachCandidate(in graph: inout Graph, context: inout PassContext, pass: String,
                        isCandidate: (Graph, NodeID) -> Bool,
-                       fold: (inout Graph, NodeID) -> Result<Folded, FoldMiss>,
-                       recordMiss: (inout PassContext, Remark) -> Void = { $0.remark($1) }) -> Bool {
+                       fold: (inout Graph, NodeID) -> Result<Folded, FoldMiss>) -> Bool {
     var queue = NodeQueue()
     for id in graph.nodeIDs where isCandidate(graph, id) { queue.push(id) }
     /// Per missed candidate: its remark and the fold count when decided.
@@ -45,9 +43,10 @@ func foldEachCandidate(in graph: inout Graph, context: inout PassContext, pass: 
             switch result {
             case .failure(let miss):
                 misses[id] = (Remark(kind: .missed, pass: pass, reason: miss.reason.rawValue, node: label,
-                                     message: miss.message), folds)
+                                     message: miss.message, nodeID: id), folds)
             case .success(let folded):
-                context.remark(Remark(kind: .applied, pass: pass, reason: folded.reason.rawValue, node: label, message: folded.message))
+                context.remark(Remark(kind: .applied, pass: pass, reason: folded.reason.rawValue, node: label,
+                                      message: folded.message, nodeID: id))
                 context.record(folded.record)
                 folds += 1
                 misses[id] = nil
@@ -60,7 +59,7 @@ func foldEachCandidate(in graph: inout Graph, context: inout PassContext, pass: 
         if stale.isEmpty { break }
         for id in stale { queue.push(id) }
     }
-    for (_, miss) in misses.sorted(by: { $0.key < $1.key }) { recordMiss(&context, miss.remark) }
+    for (_, miss) in misses.sorted(by: { $0.key < $1.key }) { context.remark(miss.remark) }
     return folds > 0
 }
 

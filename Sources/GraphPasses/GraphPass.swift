@@ -38,6 +38,14 @@ public struct PassResult: Sendable, Equatable {
 
 /// A pass's account of one candidate: folded (`applied`) or left alone
 /// (`missed`) with a stable reason id users can filter on.
+///
+/// A remark names its node three ways: ``node``, the label people read
+/// (its name, or `OpType#index` as read; qualified by the subgraph path);
+/// ``nodeID``, its identity in its graph; and ``scope``, the path of that
+/// graph. Remarks are append-only: no pass edits or removes another's.
+/// Which of several misses about one node is its verdict is decided once,
+/// by the pass manager's report (``PassManager/Report/remarks``), keyed by
+/// (``scope``, ``nodeID``).
 public struct Remark: Sendable, Equatable, Codable {
     public enum Kind: String, Sendable, Codable { case applied, missed }
     public var kind: Kind
@@ -45,13 +53,33 @@ public struct Remark: Sendable, Equatable, Codable {
     public var pass: String
     /// Short CamelCase id, stable across releases (e.g. `ProducerHasOtherUses`).
     public var reason: String
-    /// The node the remark is about (its name, or op type and index).
+    /// The node the remark is about (its name, or op type and index as read),
+    /// prefixed with ``scope`` (`If_0/then_branch/bn1`) once the pass manager
+    /// has it.
     public var node: String
     /// A sentence a user understands.
     public var message: String
+    /// The node's identity in its graph (nil for a remark about no single node).
+    public var nodeID: NodeID?
+    /// The path of the graph the node is in (``GraphScope/path``); empty
+    /// for the main graph. Set by the pass manager.
+    public var scope: [String]
 
-    public init(kind: Kind, pass: String, reason: String, node: String, message: String) {
+    /// The report's JSON carries the five strings (its contract: every
+    /// value a string); identity and scope are for joining in memory.
+    enum CodingKeys: String, CodingKey { case kind, pass, reason, node, message }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(kind: try c.decode(Kind.self, forKey: .kind), pass: try c.decode(String.self, forKey: .pass),
+                  reason: try c.decode(String.self, forKey: .reason), node: try c.decode(String.self, forKey: .node),
+                  message: try c.decode(String.self, forKey: .message))
+    }
+
+    public init(kind: Kind, pass: String, reason: String, node: String, message: String,
+                nodeID: NodeID? = nil, scope: [String] = []) {
         self.kind = kind; self.pass = pass; self.reason = reason; self.node = node; self.message = message
+        self.nodeID = nodeID; self.scope = scope
     }
 }
 
@@ -78,7 +106,8 @@ public struct PassContext {
     /// Where the graph being rewritten sits: the main graph, or a subgraph
     /// with the graphs around it. ``PassManager`` sets it.
     public var scope: GraphScope
-    /// Remarks made so far, in order.
+    /// Remarks the running pass made so far in this graph, in order
+    /// (append-only; ``PassManager`` collects them).
     public internal(set) var remarks: [Remark] = []
     /// Rewrite records made so far by the running pass, in order
     /// (append-only; ``PassManager`` collects them into its report).

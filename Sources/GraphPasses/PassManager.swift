@@ -51,7 +51,15 @@ public struct PassManager {
 
     /// The outcome of a pipeline run.
     public struct Report: Sendable {
+        /// The verdicts: `applied` remarks from every round, then the last
+        /// round's `missed` remarks with one per node — where several
+        /// passes missed the same node (same ``Remark/scope`` and
+        /// ``Remark/nodeID``), the first that says more than
+        /// `NoFoldableProducer` (``FoldReason/isUninformative``), else the first.
         public var remarks: [Remark]
+        /// Every remark of every round, in the order made (append-only):
+        /// what ``remarks`` was decided from.
+        public var log: [Remark] = []
         /// What every rewrite did, in the order they happened, from every
         /// round and every graph (``RewriteRecord``): what the fold's
         /// verification checks.
@@ -85,19 +93,37 @@ public struct PassManager {
         while changed && iterations < maxIterations {
             changed = false
             iterations += 1
-            var round: [ScopedRemark] = []
+            var round: [Remark] = []
             for pass in activePasses {
                 if try run(pass, on: &graph, context: context, remarks: &round, log: &log) {
                     changed = true
                     try Self.checkValid(graph, of: model, after: pass)
                 }
             }
-            let remarks = round.map { $0.qualified }
-            applied += remarks.filter { $0.kind == .applied }
-            lastMissed = remarks.filter { $0.kind == .missed }
+            log.remarks += round
+            applied += round.filter { $0.kind == .applied }
+            lastMissed = round.filter { $0.kind == .missed }
         }
-        return Report(remarks: applied + lastMissed, records: log.records, unrecordedPasses: log.unrecordedPasses,
-                      iterations: iterations, hitIterationCap: changed)
+        return Report(remarks: applied + Self.verdicts(lastMissed), log: log.remarks, records: log.records,
+                      unrecordedPasses: log.unrecordedPasses, iterations: iterations, hitIterationCap: changed)
+    }
+
+    /// One missed remark per node (see ``Report/remarks``), in the order made.
+    static func verdicts(_ missed: [Remark]) -> [Remark] {
+        struct Key: Hashable { let scope: [String]; let id: NodeID }
+        var chosen: [Key: Int] = [:]
+        for (i, r) in missed.enumerated() {
+            guard let id = r.nodeID else { continue }
+            let key = Key(scope: r.scope, id: id)
+            if let j = chosen[key] {
+                let says = { (r: Remark) in !(FoldReason(rawValue: r.reason)?.isUninformative ?? false) }
+                if !says(missed[j]) && says(r) { chosen[key] = i }
+            } else {
+                chosen[key] = i
+            }
+        }
+        let kept = Set(chosen.values)
+        return missed.indices.filter { missed[$0].nodeID == nil || kept.contains($0) }.map { missed[$0] }
     }
 
     /// Debug builds (and so every test) validate the graph after each pass
@@ -116,38 +142,22 @@ public struct PassManager {
         #endif
     }
 
-    /// The records of a run, and the passes that changed a graph without one.
+    /// The remarks and records of a run, and the passes that changed a graph without a record.
     struct ChangeLog {
+        var remarks: [Remark] = []
         var records: [RewriteRecord] = []
         var unrecordedPasses: [String] = []
     }
 
-    /// A remark of the current round and the scope path of the graph it is about.
-    struct ScopedRemark {
-        var path: [String]
-        var remark: Remark
-        /// The remark with its node named by path (`If_0/then_branch/bn1`).
-        var qualified: Remark {
-            var r = remark
-            r.node = GraphScope(path: path).qualified(r.node)
-            return r
-        }
-    }
-
     /// Runs `pass` on `graph` (in `context.scope`), then on the subgraphs
-    /// inside it, updating the round's `remarks`. Returns whether anything changed.
-    ///
-    /// The pass sees this round's earlier remarks about the same graph (and
-    /// only those): one pass may defer to, or replace, another's verdict on
-    /// the same node (``PassContext/remarkMissed(_:deferringTo:weakerThan:)``),
-    /// and may drop its own. What it removed goes from `remarks`, what it
-    /// added is appended.
+    /// inside it, appending to the round's `remarks` (each labelled with
+    /// its scope). Returns whether anything changed.
     private func run(_ pass: any GraphPass, on graph: inout Graph, context: PassContext,
-                     remarks: inout [ScopedRemark], log: inout ChangeLog) throws -> Bool {
+                     remarks: inout [Remark], log: inout ChangeLog) throws -> Bool {
         let path = context.scope.path
-        let mine = remarks.indices.filter { remarks[$0].path == path }
         var local = context
-        local.remarks = mine.map { remarks[$0].remark }
+        local.remarks = []
+        local.records = []
         let modified: Bool
         let revision = graph.revision
         do {
@@ -165,19 +175,12 @@ public struct PassManager {
             log.unrecordedPasses.append(pass.name)
         }
         log.records += local.records
-        // Passes only remove and append remarks: what is left of the earlier
-        // ones is a subsequence of them, in order, followed by the new ones.
-        var kept = 0
-        var removed: Set<Int> = []
-        for i in mine {
-            if kept < local.remarks.count && local.remarks[kept] == remarks[i].remark {
-                kept += 1
-            } else {
-                removed.insert(i)
-            }
+        remarks += local.remarks.map { remark in
+            var r = remark
+            r.scope = path
+            r.node = context.scope.qualified(r.node)
+            return r
         }
-        remarks = remarks.indices.filter { !removed.contains($0) }.map { remarks[$0] }
-        remarks += local.remarks[kept...].map { ScopedRemark(path: path, remark: $0) }
         var changed = modified
         var noLongerRead: Set<String> = []
         for id in graph.nodeIDs where !graph[id].subgraphs.isEmpty {

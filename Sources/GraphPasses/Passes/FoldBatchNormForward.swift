@@ -44,9 +44,10 @@ import ONNXGraph
 ///
 /// Remarks: a BN is a candidate only when a Conv, Gemm or MatMul reads its
 /// output as the data input; others get no remark from this pass. A BN
-/// gets one verdict per round: a missed remark here replaces
-/// `fold-batchnorm`'s `NoFoldableProducer` for the same BN (it says more),
-/// and is not given when `fold-batchnorm` had a more specific reason.
+/// gets one verdict (decided by ``PassManager/Report/remarks``): a missed
+/// remark here wins over `fold-batchnorm`'s `NoFoldableProducer` for the
+/// same BN (it says more), and `fold-batchnorm`'s more specific reasons win
+/// over it.
 public struct FoldBatchNormForward: GraphPass {
     public let name = "fold-batchnorm-forward"
     public let summary = "Fold inference-mode BatchNormalization into the unpadded Conv, Gemm or MatMul after it (W' = W·s on input channels, b' = b + Σ W·(β − mean·s))."
@@ -69,9 +70,6 @@ public struct FoldBatchNormForward: GraphPass {
                     return Folded(reason: fold.reason, message: "folded into \(fold.op.label) (\(fold.op.inChannels) input channels, ε = \(fold.bn.epsilon))",
                                   record: record)
                 }
-            },
-            recordMiss: { context, remark in
-                context.remarkMissed(remark, deferringTo: FoldBatchNorm().name, weakerThan: [.noFoldableProducer])
             })
         return PassResult(modified: modified)
     }

@@ -133,7 +133,7 @@ public struct FoldConstants: GraphPass {
                 continue
             case .missed(let miss):
                 context.remark(Remark(kind: .missed, pass: name, reason: miss.reason.rawValue, node: label,
-                                      message: miss.message))
+                                      message: miss.message, nodeID: id))
             case .folded(let outputs):
                 let read = outputs.filter { !graph.value(named: $0.name ?? "").uses.isEmpty }
                 graph.removeNodes([id])
@@ -144,7 +144,7 @@ public struct FoldConstants: GraphPass {
                 graph.removeDeadValues(Set(node.inputs).union(dropped), context: context)
                 let shapes = outputs.map { "\($0.elementType) \($0.dims)" }.joined(separator: ", ")
                 context.remark(Remark(kind: .applied, pass: name, reason: Reason.folded.rawValue, node: label,
-                                      message: "computed \(node.opType) as a constant (\(shapes))"))
+                                      message: "computed \(node.opType) as a constant (\(shapes))", nodeID: id))
                 modified = true
             }
         }

@@ -1,0 +1,73 @@
+import GraphPasses
+import ONNXFile
+import ONNXGraph
+import Testing
+import TestSupport
+
+/// Remarks carry the node's identity and scope and are append-only; the
+/// report decides one verdict per node. Records say exactly what each fold
+/// replaced.
+@Suite struct RemarkAndRecordTests {
+    static func run(_ fixture: String) throws -> (Model, PassManager.Report) {
+        var model = try ModelReader.read(path: TestPaths.fixture(fixture))
+        let report = try PassManager(passes: BuiltinPasses.all).run(on: &model)
+        return (model, report)
+    }
+
+    /// A BN on the graph input before a padded Conv: fold-batchnorm says
+    /// `NoFoldableProducer`, fold-batchnorm-forward says the Conv pads. Both
+    /// stay in the log; the verdict is the informative one, keyed by the
+    /// BN's identity.
+    @Test func theVerdictIsTheMostInformativeMissAndTheLogKeepsBoth() throws {
+        let (model, report) = try Self.run("skip_bn_conv_pad.onnx")
+        let graph = try #require(model.graph)
+        let bn = try #require(graph.nodeIDs.first { graph[$0].isOp("BatchNormalization") })
+        let about = report.log.filter { $0.nodeID == bn }
+        #expect(Set(about.map(\.reason)) == ["NoFoldableProducer", "PaddingBreaksForwardFold"])
+        let verdicts = report.remarks.filter { $0.nodeID == bn }
+        #expect(verdicts.map(\.reason) == ["PaddingBreaksForwardFold"])
+        #expect(verdicts.first?.pass == "fold-batchnorm-forward")
+        #expect(verdicts.first?.scope == [])
+    }
+
+    /// A more specific backward reason wins over the forward pass's.
+    @Test func aSpecificBackwardReasonStays() throws {
+        let (_, report) = try Self.run("skip_conv_output_used_twice.onnx")
+        let missed = report.remarks.filter { $0.kind == .missed }
+        #expect(missed.map(\.reason) == ["ProducerHasOtherUses"])
+        #expect(missed.first?.nodeID != nil)
+    }
+
+    /// Remarks and records made inside If branches carry the branch's scope.
+    @Test func remarksAndRecordsInsideBodiesCarryTheirScope() throws {
+        let (_, report) = try Self.run("subgraph_if.onnx")
+        let applied = report.remarks.filter { $0.kind == .applied && $0.pass == "fold-batchnorm" }
+        #expect(Set(applied.map(\.node)) == ["m_bn", "if/then_branch/t_bn", "if/else_branch/e_bn"])
+        for r in applied {
+            #expect(r.node == (r.scope + [r.node.split(separator: "/").last.map(String.init) ?? ""]).joined(separator: "/"))
+            #expect(r.nodeID != nil)
+        }
+        #expect(Set(report.records.map(\.path)) == [[], ["if", "then_branch"], ["if", "else_branch"]])
+        #expect(Set(report.records.map(\.subject)) == Set(applied.map(\.node)))
+        #expect(report.unrecordedPasses.isEmpty)
+    }
+
+    /// A record holds the nodes as they were and the op as the fold left
+    /// it: for MatMul → Add → BN, the three nodes, and a Gemm reading the
+    /// same input; constants on each side by name.
+    @Test func aRecordHoldsBothSides() throws {
+        let (model, report) = try Self.run("matmul_add_bn.onnx")
+        let record = try #require(report.records.first)
+        #expect(report.records.count == 1)
+        #expect(record.kind == .batchNormIntoProducer)
+        #expect(record.before.map(\.opType) == ["MatMul", "Add", "BatchNormalization"])
+        #expect(record.after.opType == "Gemm")
+        #expect(record.after.inputs.first == record.input)
+        #expect(record.after.outputs.first == record.output)
+        #expect(record.unresolved.isEmpty)
+        #expect(Set(record.beforeConstants.keys) == Set(record.before.flatMap(\.inputs).filter {
+            $0 != record.input && !record.before.flatMap(\.outputs).contains($0) }))
+        #expect(Set(record.afterConstants.keys) == Set(record.after.inputs.dropFirst()))
+        #expect(model.graph?.nodes.first == record.after)
+    }
+}
