@@ -21,6 +21,9 @@ import ONNXGraph
 /// `applied` ones (emitted as they happen), the order the sweeping driver
 /// had.
 ///
+/// ``RewritePattern``s run on the same driver (``runWorklist``); the fold
+/// passes use it through ``foldEachCandidate``.
+///
 /// - Parameters:
 ///   - isCandidate: whether a node is one this pass looks at.
 ///   - fold: matches the node and, on success, rewrites the graph and
@@ -30,24 +33,51 @@ import ONNXGraph
 func foldEachCandidate(in graph: inout Graph, context: inout PassContext, pass: String,
                        isCandidate: (Graph, NodeID) -> Bool,
                        fold: (inout Graph, NodeID) -> Result<Folded, FoldMiss>) -> Bool {
+    runWorklist(in: &graph, context: &context, pass: pass, seeds: graph.nodeIDs.filter { isCandidate(graph, $0) },
+                isCandidate: isCandidate) { g, id in
+        switch fold(&g, id) {
+        case .success(let folded): .applied(reason: folded.reason.rawValue, message: folded.message, record: folded.record)
+        case .failure(let miss): .missed(reason: miss.reason.rawValue, message: miss.message)
+        }
+    }
+}
+
+/// What one step of the worklist did at a candidate.
+enum StepOutcome {
+    /// Rewritten (the remark, and the record when the step made one).
+    case applied(reason: String, message: String, record: RewriteRecord?)
+    /// Left alone, with a reason (a provisional `missed` remark).
+    case missed(reason: String, message: String)
+    /// Left alone, no remark: not a candidate after all.
+    case skipped
+}
+
+/// The worklist driver (see ``foldEachCandidate``): candidates lowest ID
+/// first, re-queueing the neighbourhood of whatever a rewrite touched, and
+/// misses re-decided until every one was decided after the last rewrite.
+func runWorklist(in graph: inout Graph, context: inout PassContext, pass: String, seeds: [NodeID],
+                 isCandidate: (Graph, NodeID) -> Bool,
+                 step: (inout Graph, NodeID) throws -> StepOutcome) rethrows -> Bool {
     var queue = NodeQueue()
-    for id in graph.nodeIDs where isCandidate(graph, id) { queue.push(id) }
-    /// Per missed candidate: its remark and the fold count when decided.
+    for id in seeds { queue.push(id) }
+    /// Per missed candidate: its remark and the rewrite count when decided.
     var misses: [NodeID: (remark: Remark, folds: Int)] = [:]
     var folds = 0
     while true {
         while let id = queue.pop() {
             guard graph.contains(id), isCandidate(graph, id) else { misses[id] = nil; continue }
             let label = graph.label(id)
-            let (result, touched) = graph.recordingTouchedNodes { fold(&$0, id) }
+            let (result, touched) = try graph.recordingTouchedNodes { try step(&$0, id) }
             switch result {
-            case .failure(let miss):
-                misses[id] = (Remark(kind: .missed, pass: pass, reason: miss.reason.rawValue, node: label,
-                                     message: miss.message, nodeID: id), folds)
-            case .success(let folded):
-                context.remark(Remark(kind: .applied, pass: pass, reason: folded.reason.rawValue, node: label,
-                                      message: folded.message, nodeID: id))
-                context.record(folded.record)
+            case .skipped:
+                misses[id] = nil
+            case .missed(let reason, let message):
+                misses[id] = (Remark(kind: .missed, pass: pass, reason: reason, node: label,
+                                     message: message, nodeID: id), folds)
+            case .applied(let reason, let message, let record):
+                context.remark(Remark(kind: .applied, pass: pass, reason: reason, node: label,
+                                      message: message, nodeID: id))
+                if let record { context.record(record) }
                 folds += 1
                 misses[id] = nil
                 for t in touched where graph.contains(t) {

@@ -45,7 +45,7 @@ import TestSupport
     @Test func documentedPassIsTheTestedOne() throws {
         func passSource(_ relative: String) throws -> String {
             let text = try String(contentsOf: TestPaths.root.appendingPathComponent(relative), encoding: .utf8)
-            let start = try #require(text.range(of: "struct RemoveIdentityAndDropout: GraphPass {"), "\(relative)")
+            let start = try #require(text.range(of: "struct RemoveIdentityAndDropout: RewritePattern {"), "\(relative)")
             let end = try #require(text.range(of: "\n}\n", range: start.upperBound..<text.endIndex), "\(relative)")
             return String(text[start.lowerBound..<end.upperBound])
         }
@@ -84,7 +84,8 @@ import TestSupport
         graph.outputs = [ValueInfo(name: "z"), ValueInfo(name: "m2")]
         var model = Model(irVersion: 8, opsetImports: [OperatorSetID(domain: "", version: 17)], graph: graph)
         let report = try PassManager(passes: [RemoveIdentityAndDropout()]).run(on: &model)
-        #expect(report.remarks.isEmpty)
+        #expect(report.remarks.map(\.reason) == ["MaskUsed"])
+        #expect(report.remarks.first?.node == "drop")
         #expect(model.graph == graph)
     }
 }

@@ -71,3 +71,43 @@ import TestSupport
         #expect(model.graph?.nodes.first == record.after)
     }
 }
+
+/// The pattern API on a small rewrite of its own: `Add(x, 0)` → `x`.
+@Suite struct RewritePatternTests {
+    struct RemoveAddOfZero: RewritePattern {
+        let name = "remove-add-zero"
+        let summary = "test pattern"
+        let rootOps: Set<String> = ["Add"]
+        func matchAndRewrite(_ id: NodeID, rewriter: inout Rewriter) throws -> MatchResult {
+            let node = rewriter[id]
+            guard case .success(let (zero, _)) = rewriter.constant(named: node.inputs[1]) else { return .notCandidate }
+            guard try zero.doubles().allSatisfy({ $0 == 0 }) else { return .notMatched(reason: "NotZero", message: "adds a non-zero constant") }
+            rewriter.replaceAllUses(of: node.outputs[0], with: node.inputs[0])
+            rewriter.erase([id])
+            return .applied(reason: "AddOfZeroRemoved", message: "removed")
+        }
+    }
+
+    @Test func matchesRewritesAndExplains() throws {
+        let graph = Graph(name: "g", nodes: [
+            Node(opType: "Add", inputs: ["x", "zero"], outputs: ["a"], name: "add_zero"),
+            Node(opType: "Add", inputs: ["a", "one"], outputs: ["b"], name: "add_one"),
+            Node(opType: "Add", inputs: ["b", "x"], outputs: ["c"], name: "add_x"),
+            Node(opType: "Relu", inputs: ["c"], outputs: ["y"], name: "relu"),
+        ], inputs: [valueInfo("x", .float, dims: [2])], outputs: [valueInfo("y", .float, dims: [2])],
+           initializers: [makeTensor("zero", .float, dims: [2], values: [0, 0]), makeTensor("one", .float, dims: [2], values: [1, 1])])
+        var model = Model(irVersion: 8, opsetImports: [OperatorSetID(domain: "", version: 17)], graph: graph)
+        let report = try PassManager(passes: [RemoveAddOfZero()]).run(on: &model)
+        let g = try #require(model.graph)
+        #expect(g.nodes.map(\.name) == ["add_one", "add_x", "relu"])
+        #expect(g.nodes[0].inputs == ["x", "one"])
+        // The erased node's constant went with it; the other stayed.
+        #expect(g.initializers.map(\.name) == ["one"])
+        // One applied, one missed with its reason, nothing for the Add of a non-constant.
+        #expect(report.remarks.map(\.reason) == ["AddOfZeroRemoved", "NotZero"])
+        #expect(report.remarks.map(\.node) == ["add_zero", "add_one"])
+        #expect(report.remarks.map(\.nodeID) == [NodeID(0), NodeID(1)])
+        // No record: the manager says so.
+        #expect(report.unrecordedPasses == ["remove-add-zero"])
+    }
+}

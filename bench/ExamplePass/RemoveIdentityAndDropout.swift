@@ -6,31 +6,31 @@ import ONNXGraph
 
 /// Removes Identity nodes and inference Dropout nodes by pointing their
 /// readers at their input (graph outputs keep their names).
-struct RemoveIdentityAndDropout: GraphPass {
+struct RemoveIdentityAndDropout: RewritePattern {
     let name = "remove-identity-dropout"
     let summary = "Remove Identity nodes and inference Dropout nodes whose output is not a graph output."
+    let rootOps: Set<String> = ["Identity", "Dropout"]
 
-    func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
-        var modified = false
-        // A NodeID names the same node through every edit (erasing a node
-        // moves no other), so the list taken here stays valid as we remove.
-        for id in graph.nodeIDs(ofType: ["Identity", "Dropout"]) {
-            let node = graph[id]
-            let passThrough = node.isOp("Identity")
-                || (node.inputs.count == 1
-                    && node.outputs.dropFirst().allSatisfy { $0.isEmpty || graph.value(named: $0).isDead })
-            guard passThrough, node.inputs.count >= 1, let output = node.outputs.first,
-                  !graph.value(named: output).isGraphOutput else { continue }
-            // The edits keep the use/def index current: each costs what it touches.
-            graph.replaceAllUses(of: output, with: node.inputs[0])
-            modified = true
-            if graph.value(named: output).uses.isEmpty {
-                let label = graph.label(id)
-                graph.removeNodes([id])
-                context.remark(Remark(kind: .applied, pass: name, reason: "PassThroughRemoved", node: label,
-                                      message: "\(node.opType) removed; its readers now read '\(node.inputs[0])'"))
-            }  // else still read inside a subgraph: keep it
+    func matchAndRewrite(_ id: NodeID, rewriter: inout Rewriter) -> MatchResult {
+        // Match: read only, and say why when it fails.
+        let node = rewriter[id]
+        guard node.inputs.count == 1, let output = node.outputs.first, !output.isEmpty else {
+            return .notMatched(reason: "NotAPassThrough", message: "a \(node.opType) with a training_mode or ratio input")
         }
-        return PassResult(modified: modified)
+        if node.outputs.dropFirst().contains(where: { !$0.isEmpty && !rewriter.value(named: $0).isDead }) {
+            return .notMatched(reason: "MaskUsed", message: "its mask output is read")
+        }
+        let uses = rewriter.value(named: output)
+        if uses.isGraphOutput {
+            return .notMatched(reason: "OutputIsGraphOutput", message: "'\(output)' is a graph output, which keeps its name")
+        }
+        if uses.uses.contains(where: { $0.input == nil }) {
+            return .notMatched(reason: "ReadInsideSubgraph", message: "a subgraph reads '\(output)' by name")
+        }
+        // Rewrite: each edit costs what it touches; the driver looks again
+        // at the neighbours, and erasing takes along what only this node read.
+        rewriter.replaceAllUses(of: output, with: node.inputs[0])
+        rewriter.erase([id])
+        return .applied(reason: "PassThroughRemoved", message: "\(node.opType) removed; its readers now read '\(node.inputs[0])'")
     }
 }
