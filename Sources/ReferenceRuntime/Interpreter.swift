@@ -47,6 +47,9 @@ public struct Interpreter {
     /// True when every floating-point value is computed in float64.
     public let computesInFloat64: Bool
     private let constants: [String: RuntimeTensor]
+    /// The graph compiled to value slots (shared with the float64 copy,
+    /// which has the same names).
+    private let plan: Plan
 
     public init(graph: Graph, opset: Int64) throws {
         self.graph = graph
@@ -68,13 +71,15 @@ public struct Interpreter {
             }
         }
         self.constants = constants
+        self.plan = Plan(graph, constants: constants)
     }
 
-    private init(graph: Graph, opset: Int64, computesInFloat64: Bool, constants: [String: RuntimeTensor]) {
+    private init(graph: Graph, opset: Int64, computesInFloat64: Bool, constants: [String: RuntimeTensor], plan: Plan) {
         self.graph = graph
         self.opset = opset
         self.computesInFloat64 = computesInFloat64
         self.constants = constants
+        self.plan = plan
     }
 
     /// An interpreter for a model's graph at its default-domain opset.
@@ -99,7 +104,7 @@ public struct Interpreter {
     public func computingInFloat64() throws -> Interpreter {
         if computesInFloat64 { return self }
         let retyped = try graph.retypingFloats(to: .double, initializers: false)
-        return Interpreter(graph: retyped, opset: opset, computesInFloat64: true, constants: constants)
+        return Interpreter(graph: retyped, opset: opset, computesInFloat64: true, constants: constants, plan: plan)
     }
 
     /// Operators of the default domain this runtime executes.
@@ -156,57 +161,64 @@ public struct Interpreter {
                 throw limited("", "", limit)
             }
         }
-        var values = constants
+        // Values live in slots (names were resolved once, in the plan):
+        // no string is hashed per node.
+        var values = plan.constantValues
+        var given = [Bool](repeating: false, count: plan.names.count)
         for input in graph.inputs {
-            guard let name = input.name, !name.isEmpty else { continue }
-            if let given = inputs[name] {
-                let value = try widened(given)
+            guard let name = input.name, !name.isEmpty, let slot = plan.slot[name] else { continue }
+            if let value = inputs[name] {
+                let value = try widened(value)
                 try Interpreter.check(value, against: input)
-                values[name] = value
-            } else if values[name] == nil {
+                values[slot] = value
+                given[slot] = true
+            } else if values[slot] == nil {
                 throw RuntimeError(node: "", opType: "", problem: "graph input '\(name)' was not given")
             }
         }
-        for (name, value) in inputs where values[name] == nil {
-            values[name] = try widened(value)
+        for (name, value) in inputs {
+            guard let slot = plan.slot[name], !given[slot], values[slot] == nil else { continue }
+            values[slot] = try widened(value)
+            given[slot] = true
         }
-
-        // Free each intermediate after its last read (graph outputs are kept):
-        // it leaves `values` before the node runs, so a kernel holding the
-        // only reference may reuse its buffer for the result.
-        var lastUse: [String: Int] = [:]
-        for (i, node) in graph.nodes.enumerated() { for name in node.inputs where !name.isEmpty { lastUse[name] = i } }
-        let outputNames = Set(graph.outputs.compactMap(\.name))
         let clock = ContinuousClock()
+        let nodes = graph.nodes
 
-        for (index, node) in graph.nodes.enumerated() {
+        for (index, step) in plan.steps.enumerated() {
+            let node = nodes[index]
             let started = observe == nil ? nil : clock.now
             let display = { node.displayName(index: index) }
             func fail(_ problem: String) -> RuntimeError { RuntimeError(node: display(), opType: node.opType, problem: problem) }
             guard node.isDefaultDomain else {
                 throw fail("operator \(node.domain ?? ""):\(node.opType) is not supported (only the default ONNX domain is)")
             }
-            guard let kernel = Interpreter.kernels[node.opType] else {
+            guard let kernel = step.kernel else {
                 throw fail("operator \(node.opType) is not supported")
             }
             guard node.subgraphs.isEmpty else { throw fail("nodes with subgraphs are not supported") }
             let context = KernelContext(node: node, opset: opset)
-            context.inputs.reserveCapacity(node.inputs.count)
+            context.inputs.reserveCapacity(step.inputs.count)
             // Before the kernel: the widened constants it reads (float64
             // mode) and room for an output as large as its largest input
             // (what elementwise kernels make without announcing a shape).
             var announced = 0
-            for name in node.inputs {
-                if name.isEmpty { context.inputs.append(nil); continue }
-                guard let v = values[name] else { throw fail("input '\(name)' is not defined") }
-                let wide = computesInFloat64 && constants[name] != nil
+            for (k, slot) in step.inputs.enumerated() {
+                if slot < 0 { context.inputs.append(nil); continue }
+                guard let v = values[slot] else { throw fail("input '\(node.inputs[k])' is not defined") }
+                let wide = computesInFloat64 && plan.isConstant[slot]
                 if wide, case .float = v.storage { announced += v.count * 8 }
                 context.inputs.append(wide ? v.widenedToDouble() : v)
             }
             let largestInput = context.inputs.reduce(0) { max($0, $1?.storageBytes ?? 0) }
             var freed = 0
-            for name in node.inputs where !name.isEmpty && lastUse[name] == index && !outputNames.contains(name) && constants[name] == nil {
-                if let v = values.removeValue(forKey: name), inputs[name] == nil || computesInFloat64 { freed += v.storageBytes }
+            // Each intermediate leaves `values` after its last read (graph
+            // outputs are kept), before the node runs, so a kernel holding
+            // the only reference may reuse its buffer for the result.
+            for slot in step.frees {
+                if let v = values[slot] {
+                    values[slot] = nil
+                    if !given[slot] || computesInFloat64 { freed += v.storageBytes }
+                }
             }
             var results: [RuntimeTensor]
             do {
@@ -218,16 +230,16 @@ public struct Interpreter {
                 throw limited(display(), node.opType, limit)
             }
             var made = 0
-            for (slot, name) in node.outputs.enumerated() where !name.isEmpty {
-                guard slot < results.count else {
-                    throw fail("output \(slot) ('\(name)') is not supported by this runtime")
+            for (k, slot) in step.outputs.enumerated() where slot >= 0 {
+                guard k < results.count else {
+                    throw fail("output \(k) ('\(node.outputs[k])') is not supported by this runtime")
                 }
-                var r = results[slot]
-                results[slot] = RuntimeTensor(shape: [], elementType: .undefined, storage: .int([]))
+                var r = results[k]
+                results[k] = RuntimeTensor(shape: [], elementType: .undefined, storage: .int([]))
                 r.roundToElementType()
-                if let replaced = values[name], constants[name] == nil { freed += replaced.storageBytes }
+                if let replaced = values[slot], !plan.isConstant[slot] { freed += replaced.storageBytes }
                 made += r.storageBytes
-                values[name] = r
+                values[slot] = r
             }
             ledger?.release(min(freed, madeHere))
             madeHere -= min(freed, madeHere)
@@ -246,7 +258,7 @@ public struct Interpreter {
         var outputs: [String: RuntimeTensor] = [:]
         for output in graph.outputs {
             guard let name = output.name, !name.isEmpty else { continue }
-            guard let v = values[name] else {
+            guard let slot = plan.slot[name], let v = values[slot] else {
                 throw RuntimeError(node: "", opType: "", problem: "graph output '\(name)' was not computed")
             }
             outputs[name] = computesInFloat64 ? v.widenedToDouble() : v
@@ -351,6 +363,67 @@ final class KernelContext {
 }
 
 typealias Kernel = @Sendable (KernelContext) throws -> [RuntimeTensor]
+
+extension Interpreter {
+    /// The graph compiled once for every run: each value name becomes a slot
+    /// in an array, each node a step naming its input and output slots, its
+    /// kernel, and the slots whose last read it is. A run then indexes
+    /// arrays instead of hashing every input name several times per node
+    /// (which was most of the cost of a small graph's run).
+    final class Plan: @unchecked Sendable {
+        struct Step {
+            /// Input slots in order (−1: an omitted optional input).
+            var inputs: [Int]
+            /// Output slots in order (−1: an omitted output).
+            var outputs: [Int]
+            /// Slots read for the last time here: not graph outputs, not constants.
+            var frees: [Int]
+            /// Nil for an operator the runtime lacks (the run says so when it gets there).
+            var kernel: Kernel?
+        }
+        let slot: [String: Int]
+        let names: [String]
+        let steps: [Step]
+        let isConstant: [Bool]
+        /// The constants in their slots, nil elsewhere: a run's starting values.
+        let constantValues: [RuntimeTensor?]
+
+        init(_ graph: Graph, constants: [String: RuntimeTensor]) {
+            var slot: [String: Int] = [:]
+            var names: [String] = []
+            func id(_ name: String) -> Int {
+                if let s = slot[name] { return s }
+                slot[name] = names.count
+                names.append(name)
+                return names.count - 1
+            }
+            for name in constants.keys.sorted() { _ = id(name) }
+            for input in graph.inputs { if let n = input.name, !n.isEmpty { _ = id(n) } }
+            let nodes = graph.nodes
+            var steps: [Step] = []
+            steps.reserveCapacity(nodes.count)
+            var lastUse: [Int: Int] = [:]
+            for (i, node) in nodes.enumerated() {
+                let inputs = node.inputs.map { $0.isEmpty ? -1 : id($0) }
+                for s in inputs where s >= 0 { lastUse[s] = i }
+                steps.append(Step(inputs: inputs, outputs: node.outputs.map { $0.isEmpty ? -1 : id($0) }, frees: [],
+                                  kernel: node.isDefaultDomain ? Interpreter.kernels[node.opType] : nil))
+            }
+            for output in graph.outputs { if let n = output.name, !n.isEmpty { _ = id(n) } }
+            let outputSlots = Set(graph.outputs.compactMap { $0.name.flatMap { slot[$0] } })
+            var isConstant = [Bool](repeating: false, count: names.count)
+            var values = [RuntimeTensor?](repeating: nil, count: names.count)
+            for (name, value) in constants { let s = slot[name]!; isConstant[s] = true; values[s] = value }
+            for (s, i) in lastUse where !outputSlots.contains(s) && !isConstant[s] { steps[i].frees.append(s) }
+            for i in steps.indices { steps[i].frees.sort() }
+            self.slot = slot
+            self.names = names
+            self.steps = steps
+            self.isConstant = isConstant
+            self.constantValues = values
+        }
+    }
+}
 
 extension Interpreter {
     /// Every kernel by operator type; each family registers its own.
