@@ -389,20 +389,23 @@ extension Interpreter {
         let constantValues: [RuntimeTensor?]
 
         init(_ graph: Graph, constants: [String: RuntimeTensor]) {
+            let nodes = graph.nodes
             var slot: [String: Int] = [:]
+            slot.reserveCapacity(constants.count + graph.inputs.count + 2 * nodes.count)
             var names: [String] = []
+            names.reserveCapacity(constants.count + graph.inputs.count + 2 * nodes.count)
+            var lastUse: [Int] = []
             func id(_ name: String) -> Int {
                 if let s = slot[name] { return s }
                 slot[name] = names.count
                 names.append(name)
+                lastUse.append(-1)
                 return names.count - 1
             }
-            for name in constants.keys.sorted() { _ = id(name) }
+            for name in constants.keys { _ = id(name) }
             for input in graph.inputs { if let n = input.name, !n.isEmpty { _ = id(n) } }
-            let nodes = graph.nodes
             var steps: [Step] = []
             steps.reserveCapacity(nodes.count)
-            var lastUse: [Int: Int] = [:]
             for (i, node) in nodes.enumerated() {
                 let inputs = node.inputs.map { $0.isEmpty ? -1 : id($0) }
                 for s in inputs where s >= 0 { lastUse[s] = i }
@@ -414,8 +417,7 @@ extension Interpreter {
             var isConstant = [Bool](repeating: false, count: names.count)
             var values = [RuntimeTensor?](repeating: nil, count: names.count)
             for (name, value) in constants { let s = slot[name]!; isConstant[s] = true; values[s] = value }
-            for (s, i) in lastUse where !outputSlots.contains(s) && !isConstant[s] { steps[i].frees.append(s) }
-            for i in steps.indices { steps[i].frees.sort() }
+            for (s, i) in lastUse.enumerated() where i >= 0 && !outputSlots.contains(s) && !isConstant[s] { steps[i].frees.append(s) }
             self.slot = slot
             self.names = names
             self.steps = steps
