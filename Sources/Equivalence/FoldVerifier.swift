@@ -105,14 +105,74 @@ public enum FoldVerifier {
     /// 1-based number and its label (`bn1 folded into conv1`), for a status line.
     public static func verify(_ records: [RewriteRecord], irVersion: Int64?, opsetImports: [OperatorSetID],
                               seed: UInt64 = 0, progress: ((_ pair: Int, _ label: String) -> Void)? = nil) -> [PairResult] {
-        records.enumerated().map { i, record in
-            progress?(i + 1, "\(record.subject) folded into \(record.op)")
-            return check(record, irVersion: irVersion, opsetImports: opsetImports, seed: seed &+ UInt64(i))
+        var results: [PairResult] = []
+        var cuts: [(a: Model, b: Model)?] = []
+        for record in records {
+            let (result, cut) = self.cut(record, irVersion: irVersion, opsetImports: opsetImports)
+            results.append(result)
+            cuts.append(cut)
         }
+        // Small pairs of one element type run together, as one model per
+        // side with every pair's names prefixed: the per-run costs (models,
+        // interpreters, input set-up) are paid once per batch instead of per
+        // pair. Sampled or large pairs run alone.
+        var batch: [Int] = []
+        var batchBytes = 0
+        func run(_ members: [Int]) {
+            guard let first = members.first else { return }
+            for i in members { progress?(i + 1, results[i].label) }
+            if members.count == 1 {
+                compare(cuts[first]!, into: &results[first], seed: seed &+ UInt64(first))
+                return
+            }
+            let prefixes = members.map { "bnfold_pair\($0)/" }
+            let a = merged(members.map { cuts[$0]!.a }, prefixes: prefixes)
+            let b = merged(members.map { cuts[$0]!.b }, prefixes: prefixes)
+            if let report = try? EquivalenceChecker(a: a, b: b).compare(samples: 1, seed: seed &+ UInt64(first)) {
+                for (k, i) in members.enumerated() {
+                    let name = prefixes[k] + results[i].output
+                    if var comparison = report.outputs.first(where: { $0.name == name }) {
+                        comparison.name = results[i].output
+                        results[i].comparison = comparison
+                    } else {
+                        results[i].problem = "the pair produced no output"
+                    }
+                }
+            } else {
+                // Whatever stopped the batch (a budget, a pair that cannot
+                // run) is found and reported pair by pair.
+                for i in members { compare(cuts[i]!, into: &results[i], seed: seed &+ UInt64(i)) }
+            }
+        }
+        for i in records.indices {
+            guard let cut = cuts[i] else { progress?(i + 1, results[i].label); continue }
+            let bytes = initializerBytes(cut.a.graph ?? Graph()) + initializerBytes(cut.b.graph ?? Graph())
+            let alone = results[i].channelsChecked < results[i].channels || bytes > pairBatchBytes
+            let type = cut.a.graph?.inputs.first?.type?.tensorType?.elementType
+            if let last = batch.last, alone || batchBytes + bytes > pairBatchBytes || batch.count >= pairBatchSize
+                || cuts[last]!.a.graph?.inputs.first?.type?.tensorType?.elementType != type {
+                run(batch)
+                (batch, batchBytes) = ([], 0)
+            }
+            if alone {
+                run([i])
+            } else {
+                batch.append(i)
+                batchBytes += bytes
+            }
+        }
+        run(batch)
+        return results
     }
 
-    static func check(_ record: RewriteRecord, irVersion: Int64?, opsetImports: [OperatorSetID],
-                      seed: UInt64) -> PairResult {
+    /// Pairs run together hold at most this many bytes of constants (16 MiB)…
+    static let pairBatchBytes = 16 << 20
+    /// …and number at most this many.
+    static let pairBatchSize = 256
+
+    /// The record's two sides as one-output models, or the result saying
+    /// why they cannot be made (a problem, or a skip).
+    static func cut(_ record: RewriteRecord, irVersion: Int64?, opsetImports: [OperatorSetID]) -> (PairResult, (a: Model, b: Model)?) {
         var result = PairResult(subject: record.subject, op: record.op, pass: record.pass, reason: record.reason,
                                 output: record.output, inputShape: [])
         do {
@@ -147,34 +207,72 @@ public enum FoldVerifier {
             if record.kind != .batchNormIntoConsumer {
                 for (i, node) in record.before.enumerated() where i != record.opIndex { cutBefore.formUnion(node.inputs) }
             }
-            func models(_ subset: [Int]?) throws -> (Model, Model) {
+            func models(_ subset: [Int]?) throws -> (a: Model, b: Model) {
                 (try pairModel(nodes: record.before, constants: record.beforeConstants, cut: cutBefore, input: x,
                                output: record.output, channels: subset, irVersion: irVersion, opsetImports: opsetImports),
                  try pairModel(nodes: [record.after], constants: record.afterConstants, cut: Set(record.after.inputs),
                                input: x, output: record.output, channels: subset, irVersion: irVersion,
                                opsetImports: opsetImports))
             }
-            let (a, b): (Model, Model)
-            if let cut = try? models(subset) {
-                (a, b) = cut
-            } else {
-                // A constant that cannot be cut by channel (a scalar Mul): check them all.
-                result.channelsChecked = channels
-                (a, b) = try models(nil)
-            }
-            let report = try EquivalenceChecker(a: a, b: b).compare(samples: 1, seed: seed)
+            if let cut = try? models(subset) { return (result, cut) }
+            // A constant that cannot be cut by channel (a scalar Mul): check them all.
+            result.channelsChecked = channels
+            return (result, try models(nil))
+        } catch {
+            note(error, in: &result)
+            return (result, nil)
+        }
+    }
+
+    /// Runs one pair's two models and puts the comparison into `result`.
+    static func compare(_ cut: (a: Model, b: Model), into result: inout PairResult, seed: UInt64) {
+        do {
+            let report = try EquivalenceChecker(a: cut.a, b: cut.b).compare(samples: 1, seed: seed)
             result.comparison = report.outputs.first
             if report.outputs.isEmpty { result.problem = "the pair produced no output" }
-        } catch let tooLarge as PairTooLarge {
-            result.skipped = tooLarge.description
         } catch {
-            if let limit = EquivalenceChecker.memoryLimit(of: error) {
-                result.skipped = "running it \(limit)"
-            } else {
-                result.problem = "could not be checked: \(error)"
-            }
+            note(error, in: &result)
         }
-        return result
+    }
+
+    /// A pair that could not be run: skipped (too large, over the memory budget) or a problem.
+    static func note(_ error: any Error, in result: inout PairResult) {
+        if let tooLarge = error as? PairTooLarge {
+            result.skipped = tooLarge.description
+        } else if let limit = EquivalenceChecker.memoryLimit(of: error) {
+            result.skipped = "running it \(limit)"
+        } else {
+            result.problem = "could not be checked: \(error)"
+        }
+    }
+
+    /// One model holding every pair model of `models`, each one's names
+    /// (values, initializers, nodes) prefixed with its prefix: independent
+    /// subgraphs side by side, one input and one output per pair.
+    static func merged(_ models: [Model], prefixes: [String]) -> Model {
+        var g = Graph(name: "bnfold_verify")
+        var nodes: [Node] = [], initializers: [Tensor] = []
+        var inputs: [ValueInfo] = [], outputs: [ValueInfo] = []
+        for (model, prefix) in zip(models, prefixes) {
+            guard let graph = model.graph else { continue }
+            func renamed(_ name: String) -> String { name.isEmpty ? name : prefix + name }
+            for var node in graph.nodes {
+                node.inputs = node.inputs.map(renamed)
+                node.outputs = node.outputs.map(renamed)
+                node.name = node.name.map(renamed)
+                nodes.append(node)
+            }
+            for var t in graph.initializers { t.name = t.name.map(renamed); initializers.append(t) }
+            for var v in graph.inputs { v.name = v.name.map(renamed); inputs.append(v) }
+            for var v in graph.outputs { v.name = v.name.map(renamed); outputs.append(v) }
+        }
+        g.nodes = nodes
+        g.initializers = initializers
+        g.inputs = inputs
+        g.outputs = outputs
+        var m = Model(irVersion: models.first?.irVersion, opsetImports: models.first?.opsetImports ?? [], graph: g)
+        m.functions = []
+        return m
     }
 
     /// Rows of the input a Gemm/MatMul pair is run on when its bias does not
