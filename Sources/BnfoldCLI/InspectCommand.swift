@@ -107,34 +107,29 @@ struct InspectReport: Encodable {
         }
     }
 
-    /// Each BatchNormalization of `graph` and its subgraphs, with its neighbours.
     /// A node's identity across the model: its graph's scope path and its ID there.
     struct NodeKey: Hashable { let scope: [String]; let id: NodeID }
 
+    /// Each BatchNormalization of `graph` and its subgraphs, with its neighbours.
     static func batchNorms(in graph: Graph, path: String, scope: [String] = [])
         -> [(name: String, key: String, identity: NodeKey, producer: Neighbour?, consumers: [Neighbour])] {
         var result: [(name: String, key: String, identity: NodeKey, producer: Neighbour?, consumers: [Neighbour])] = []
-        let nodes = graph.nodes
-        let ids = graph.nodeIDs
-        // Producer and readers of every value, in one sweep (first producer
-        // wins; readers in node order, each once).
-        var producerOf: [String: Int] = [:]
-        var readersOf: [String: [Int]] = [:]
-        for (index, node) in nodes.enumerated() {
-            for o in node.outputs where !o.isEmpty && producerOf[o] == nil { producerOf[o] = index }
-            for i in Set(node.inputs) where !i.isEmpty { readersOf[i, default: []].append(index) }
-        }
-        func neighbour(_ i: Int) -> Neighbour { Neighbour(op: nodes[i].opType, name: nodes[i].displayName(index: i)) }
-        for (index, node) in nodes.enumerated() {
+        // Producers and readers come from the graph's use/def index (the
+        // one producer map): first producer, readers in node order, each once.
+        func neighbour(_ id: NodeID) -> Neighbour { Neighbour(op: graph[id].opType, name: graph.label(id)) }
+        for id in graph.nodeIDs {
+            let node = graph[id]
             if node.isOp("BatchNormalization"), let x = node.inputs.first, let y = node.outputs.first {
-                let producer = producerOf[x].map(neighbour)
-                let consumers = (readersOf[y] ?? []).map(neighbour)
-                result.append((path + graph.label(ids[index]), path + y, NodeKey(scope: scope, id: ids[index]), producer, consumers))
+                let producer = x.isEmpty ? nil : graph.value(named: x).producer.map { neighbour($0.node) }
+                var seen = Set<NodeID>()
+                let readers = y.isEmpty ? [] : graph.value(named: y).uses.filter { $0.input != nil && seen.insert($0.node).inserted }
+                result.append((path + graph.label(id), path + y, NodeKey(scope: scope, id: id), producer,
+                               readers.map { neighbour($0.node) }))
             }
             for attribute in node.attributes {
                 for (k, sub) in attribute.subgraphs.enumerated() {
                     let suffix = attribute.subgraphs.count > 1 ? "\(attribute.name ?? "")[\(k)]" : (attribute.name ?? "")
-                    let owner = graph.label(ids[index])
+                    let owner = graph.label(id)
                     result += batchNorms(in: sub, path: path + owner + "/" + suffix + "/", scope: scope + [owner, suffix])
                 }
             }

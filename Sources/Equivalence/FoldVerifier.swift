@@ -349,18 +349,16 @@ public enum FoldVerifier {
         }
     }
 
-    /// The bytes of the graph's initializers, from their shapes (no data is read).
+    /// The bytes of the graph's initializers, from their shapes and
+    /// ``DataType/byteCount(elements:)`` (no data is read); saturates at `Int.max`.
     public static func initializerBytes(_ graph: Graph) -> Int {
         graph.initializers.reduce(0) { total, t in
-            let width: Int
-            switch t.elementType {
-            case .float16, .bfloat16, .int16, .uint16: width = 2
-            case .float, .int32, .uint32: width = 4
-            case .int8, .uint8, .bool: width = 1
-            default: width = 8
-            }
-            let (p, o) = (t.elementCount ?? 0).multipliedReportingOverflow(by: width)
-            return o ? Int.max : total.addingReportingOverflow(p).partialValue
+            let count = t.elementCount ?? 0
+            // Strings have no fixed width: count them as 8 bytes an element.
+            let bytes = t.elementType.byteCount(elements: count)
+                ?? { let (p, o) = count.multipliedReportingOverflow(by: 8); return o ? Int.max : p }()
+            let (sum, overflow) = total.addingReportingOverflow(bytes)
+            return overflow ? Int.max : sum
         }
     }
 
