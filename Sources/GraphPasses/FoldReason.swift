@@ -1,7 +1,7 @@
 import ONNXGraph
 
-/// The stable reason ids of the fold passes' remarks, one vocabulary for
-/// all of them: a reason means the same thing whichever pass gives it, so
+/// The stable reason ids of the built-in passes' remarks, one vocabulary
+/// for all of them (`fold-constants` included): a reason means the same thing whichever pass gives it, so
 /// users can filter on it (`--json`, `bnfold inspect`).
 ///
 /// Applied ids name the pattern in graph order (`ConvBatchNormFolded`: a
@@ -28,6 +28,16 @@ public enum FoldReason: String, CaseIterable, Sendable {
     case batchNormGemmFolded = "BatchNormGemmFolded"
     /// BN → MatMul, rewritten to one Gemm.
     case batchNormMatMulFolded = "BatchNormMatMulFolded"
+
+    // MARK: fold-constants
+    /// A node whose inputs are all constant was computed and stored as initializers.
+    case constantFolded = "ConstantFolded"
+    /// Its inputs are constant, but the reference runtime lacks the operator.
+    case unsupportedOperator = "UnsupportedOperator"
+    /// An input or the predicted output is over the pass's element limits.
+    case exceedsSizeLimit = "ExceedsSizeLimit"
+    /// The reference runtime could not compute it.
+    case evaluationFailed = "EvaluationFailed"
 
     // MARK: Missed
     /// The BN uses batch statistics (`training_mode = 1`, `is_test = 0`, or

@@ -236,8 +236,9 @@ struct FoldConstantsTests {
 
     @Test("Every reason id")
     func reasonIds() {
-        #expect(FoldConstants.Reason.allCases.map(\.rawValue) ==
-            ["ConstantFolded", "UnsupportedOperator", "ExceedsSizeLimit", "EvaluationFailed"])
+        #expect(FoldConstants.Reason.self == FoldReason.self)
+        #expect(Set(["ConstantFolded", "UnsupportedOperator", "ExceedsSizeLimit", "EvaluationFailed"])
+            .isSubset(of: FoldReason.allCases.map(\.rawValue)))
         #expect(BuiltinPasses.all.map(\.name) == ["fold-constants", "fold-batchnorm", "fold-mul-add", "fold-batchnorm-forward"])
     }
 }

@@ -87,13 +87,10 @@ public struct FoldConstants: GraphPass {
         self.totalElementLimit = totalElementLimit
     }
 
-    /// Stable reason ids of this pass's remarks.
-    public enum Reason: String, CaseIterable, Sendable {
-        case folded = "ConstantFolded"
-        case unsupportedOperator = "UnsupportedOperator"
-        case exceedsSizeLimit = "ExceedsSizeLimit"
-        case evaluationFailed = "EvaluationFailed"
-    }
+    /// The reason ids (one vocabulary for every pass: ``FoldReason``; this
+    /// pass gives `ConstantFolded`, `UnsupportedOperator`,
+    /// `ExceedsSizeLimit` and `EvaluationFailed`).
+    public typealias Reason = FoldReason
 
     /// Operators whose value changes from run to run: never folded.
     static let nonDeterministic: Set<String> = [
@@ -143,7 +140,7 @@ public struct FoldConstants: GraphPass {
                 let dropped = node.outputs.filter { name in !name.isEmpty && !read.contains { $0.name == name } }
                 graph.removeDeadValues(Set(node.inputs).union(dropped), context: context)
                 let shapes = outputs.map { "\($0.elementType) \($0.dims)" }.joined(separator: ", ")
-                context.remark(Remark(kind: .applied, pass: name, reason: Reason.folded.rawValue, node: label,
+                context.remark(Remark(kind: .applied, pass: name, reason: Reason.constantFolded.rawValue, node: label,
                                       message: "computed \(node.opType) as a constant (\(shapes))", nodeID: id))
                 modified = true
             }
@@ -191,11 +188,7 @@ public struct FoldConstants: GraphPass {
         return inputs
     }
 
-    struct Miss: Error {
-        let reason: Reason
-        let message: String
-        init(_ reason: Reason, _ message: String) { self.reason = reason; self.message = message }
-    }
+    typealias Miss = FoldMiss
 
     // MARK: Evaluating
 
