@@ -350,7 +350,7 @@ public enum FoldVerifier {
     }
 
     /// The bytes of the graph's initializers, from their shapes and
-    /// ``DataType/byteCount(elements:)`` (no data is read); saturates at `Int.max`.
+    /// `DataType.byteCount(elements:)` (no data is read); saturates at `Int.max`.
     public static func initializerBytes(_ graph: Graph) -> Int {
         graph.initializers.reduce(0) { total, t in
             let count = t.elementCount ?? 0

@@ -13,7 +13,7 @@ import ONNXGraph
 /// and every If/Loop/Scan body, and costs what the rewrites touch — not a
 /// sweep of the graph per rewrite:
 ///
-/// - every root candidate is tried once, lowest ``NodeID`` first;
+/// - every root candidate is tried once, lowest `NodeID` first;
 /// - after a rewrite, the nodes its edits touched, their producers and
 ///   their readers are tried again (a rewrite can enable another nearby);
 /// - a `notMatched` is provisional until the end: it is decided again on
@@ -100,7 +100,7 @@ public struct Rewriter {
         context.constant(named: name, in: storage)
     }
 
-    /// Makes every reader of `old` read `new` instead (graph outputs keep their names: see ``Graph/replaceAllUses(of:with:)``).
+    /// Makes every reader of `old` read `new` instead (graph outputs keep their names: see `Graph.replaceAllUses(of:with:)`).
     public mutating func replaceAllUses(of old: String, with new: String) {
         storage.replaceAllUses(of: old, with: new)
     }

@@ -45,7 +45,7 @@ public struct RewriteRecord: @unchecked Sendable {
     /// Where the graph sits (``GraphScope/path``); empty for the main graph.
     public var path: [String]
     /// The node that was folded away (the BN, the Mul/Add), labelled as in
-    /// ``Graph/label(_:)`` and qualified by ``path``.
+    /// `Graph.label(_:)` and qualified by ``path``.
     public var subject: String
     /// The linear op it was folded into, labelled likewise.
     public var op: String

@@ -51,7 +51,7 @@ public struct Graph: Equatable {
 
     /// Moves on with every change to the message (not with index or cache
     /// work): two equal revisions of one graph value mean nothing was
-    /// edited in between. ``==`` ignores it. The pass manager uses it to
+    /// edited in between. `==` ignores it. The pass manager uses it to
     /// tell whether a pass changed the graph, whatever the pass reports.
     public internal(set) var revision: UInt64 = 0
 
