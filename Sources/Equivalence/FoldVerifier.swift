@@ -333,13 +333,7 @@ public enum FoldVerifier {
     public static func verifyWholeModel(original: Model, folded: Model, seed: UInt64 = 0,
                                         shapes: [String: [Int]] = [:], given: [String: RuntimeTensor] = [:],
                                         progress: ((CheckProgress) -> Void)? = nil) -> WholeModel {
-        guard let graph = original.graph else { return .skipped("the model has no graph") }
-        let unsupported = Interpreter.unsupportedOperators(in: graph)
-        if !unsupported.isEmpty { return .skipped("unsupported operators \(unsupported.joined(separator: ", "))") }
-        let bytes = initializerBytes(graph)
-        if bytes > wholeModelWeightLimit {
-            return .skipped("weights \(bytes >> 20) MiB exceed the whole-model limit of \(wholeModelWeightLimit >> 20) MiB")
-        }
+        if let reason = wholeModelSkipReason(original: original) { return .skipped(reason) }
         do {
             let report = try EquivalenceChecker(a: original, b: folded).compare(given: given, shapes: shapes, samples: 1, seed: seed,
                                                                                 progress: progress)
@@ -347,6 +341,20 @@ public enum FoldVerifier {
         } catch {
             return .skipped("cannot run: \(error)")
         }
+    }
+
+    /// Why the whole-model check would not run on `original` (no graph,
+    /// unsupported operators, weights over ``wholeModelWeightLimit``); nil
+    /// when it would. Decided from the graph alone, before any run.
+    public static func wholeModelSkipReason(original: Model) -> String? {
+        guard let graph = original.graph else { return "the model has no graph" }
+        let unsupported = Interpreter.unsupportedOperators(in: graph)
+        if !unsupported.isEmpty { return "unsupported operators \(unsupported.joined(separator: ", "))" }
+        let bytes = initializerBytes(graph)
+        if bytes > wholeModelWeightLimit {
+            return "weights \(bytes >> 20) MiB exceed the whole-model limit of \(wholeModelWeightLimit >> 20) MiB"
+        }
+        return nil
     }
 
     /// The bytes of the graph's initializers, from their shapes and

@@ -1,3 +1,4 @@
+import Foundation
 import Equivalence
 import GraphPasses
 import ONNXFile
@@ -34,18 +35,71 @@ public struct FoldVerification: Sendable {
     }
 
     /// Verifies `folded` against `original`: the pass report's records pair
-    /// by pair, then the whole model (skipped when the passes changed nothing).
+    /// by pair, and the whole model (skipped when the passes changed nothing).
+    ///
+    /// `sideBySide` runs the two at once (nil: when the runtime has two or
+    /// more workers, ``Parallelism/current``): they are independent, so on
+    /// two cores the verification takes about the longer of them instead
+    /// of their sum. Each side then runs under half the memory budget in
+    /// force, and a side the half refused runs again alone under the whole
+    /// budget, so what is checked and what is skipped is what running them
+    /// one after the other gives. The status line shows the pairs first,
+    /// then the whole model if it is still running.
     public static func run(original: Model, folded: Model, passes report: PassManager.Report,
-                           inputs: WholeModelInputs = WholeModelInputs(),
+                           inputs: WholeModelInputs = WholeModelInputs(), sideBySide: Bool? = nil,
                            progress: ((String) -> Void)? = nil) -> FoldVerification {
         var v = FoldVerification(skipped: "")
+        let unrecorded = report.unrecordedPasses.isEmpty ? nil
+            : "pass\(report.unrecordedPasses.count > 1 ? "es" : "") \(report.unrecordedPasses.map { "'\($0)'" }.joined(separator: ", ")) changed the graph without a rewrite record"
+        let modified = report.remarks.contains { $0.kind == .applied } || !report.records.isEmpty || unrecorded != nil
         // Each record holds the constants its fold read, as the fold saw
         // them (a bias fold-constants computed is a constant there), so
         // nothing is re-derived from the original here; the whole-model
-        // check below runs the true original.
+        // check runs the true original.
         let expected = report.records.count
-        let pairs = FoldVerifier.verify(report.records, irVersion: folded.irVersion, opsetImports: folded.opsetImports,
-                                        progress: progress.map { show in { show(FoldVerification.pairStatus($0, of: expected, $1)) } })
+        let status = Status(progress)
+        let records = report.records
+        func checkPairs() -> [FoldVerifier.PairResult] {
+            FoldVerifier.verify(records, irVersion: folded.irVersion, opsetImports: folded.opsetImports,
+                                progress: progress.map { _ in { status.pair(FoldVerification.pairStatus($0, of: expected, $1)) } })
+        }
+        func checkWhole() -> FoldVerifier.WholeModel {
+            FoldVerifier.verifyWholeModel(original: original, folded: folded, shapes: inputs.shapes, given: inputs.given,
+                                          progress: progress.map { _ in { status.whole(FoldVerification.wholeModelStatus($0)) } })
+        }
+        var pairs: [FoldVerifier.PairResult]
+        var whole: FoldVerifier.WholeModel? = nil
+        let together = modified && !records.isEmpty && (sideBySide ?? (Parallelism.current >= 2))
+            && FoldVerifier.wholeModelSkipReason(original: original) == nil
+        if together {
+            let half = MemoryBudget.inForce.map { MemoryBudget(bytes: $0.bytes / 2) }
+            let threads = Parallelism.threadOverride
+            let done = DispatchGroup()
+            let box = Unchecked((original, folded, inputs))
+            let result = ResultBox()
+            DispatchQueue.global().async(group: done) {
+                let (original, folded, inputs) = box.value
+                result.whole = MemoryBudget.$inForce.withValue(half) {
+                    Parallelism.$threadOverride.withValue(threads) {
+                        FoldVerifier.verifyWholeModel(original: original, folded: folded, shapes: inputs.shapes, given: inputs.given,
+                                                      progress: { status.whole(FoldVerification.wholeModelStatus($0)) })
+                    }
+                }
+            }
+            pairs = MemoryBudget.$inForce.withValue(half) { checkPairs() }
+            status.pairsDone()
+            done.wait()
+            whole = result.whole
+            // What the halves refused, alone under the whole budget.
+            if case .skipped(let reason)? = whole, reason.hasPrefix("cannot run") { whole = checkWhole() }
+            for i in pairs.indices where pairs[i].skipped?.hasPrefix("running it") == true {
+                pairs[i] = FoldVerifier.verify([records[i]], irVersion: folded.irVersion, opsetImports: folded.opsetImports,
+                                               seed: UInt64(i))[0]
+            }
+        } else {
+            pairs = checkPairs()
+            status.pairsDone()
+        }
         let skipped = pairs.filter { $0.skipped != nil }
         v.summary.pairsChecked = pairs.count - skipped.count
         v.summary.pairsFailed = pairs.filter(\.failed).count
@@ -64,15 +118,11 @@ public struct FoldVerification: Sendable {
         if let bad = pairs.first(where: \.failed) {
             v.failure = "\(bad.failureDescription)\(pairs.count > 1 ? " (\(v.summary.pairsFailed) of \(pairs.count) pairs failed)" : "")"
         }
-        let unrecorded = report.unrecordedPasses.isEmpty ? nil
-            : "pass\(report.unrecordedPasses.count > 1 ? "es" : "") \(report.unrecordedPasses.map { "'\($0)'" }.joined(separator: ", ")) changed the graph without a rewrite record"
-        let modified = report.remarks.contains { $0.kind == .applied } || !report.records.isEmpty || unrecorded != nil
         if !modified {
             v.summary.wholeModel = "skipped: nothing was folded"
         } else {
             if let bindings = inputs.bindings(original) { v.notes.append("the whole-model check ran on \(bindings)") }
-            switch FoldVerifier.verifyWholeModel(original: original, folded: folded, shapes: inputs.shapes, given: inputs.given,
-                                                 progress: progress.map { show in { show(FoldVerification.wholeModelStatus($0)) } }) {
+            switch whole ?? checkWhole() {
             case .passed(let report):
                 v.summary.wholeModel = "passed"
                 worst = max(worst, report.outputs.map(\.ratio).max() ?? 0)
@@ -94,6 +144,30 @@ public struct FoldVerification: Sendable {
         v.summary.worstRatio = worst
         return v
     }
+}
+
+/// The status line of a verification whose two checks may run at once:
+/// pair lines as they come, whole-model lines once the pairs are done (one
+/// line at a time, from either thread).
+private final class Status: @unchecked Sendable {
+    private let show: ((String) -> Void)?
+    private let lock = NSLock()
+    private var pairsFinished = false
+    init(_ show: ((String) -> Void)?) { self.show = show }
+    func pair(_ line: String) { lock.withLock { show?(line) } }
+    func whole(_ line: String) { lock.withLock { if pairsFinished { show?(line) } } }
+    func pairsDone() { lock.withLock { pairsFinished = true } }
+}
+
+/// A value handed to the whole-model thread, which is its only user while it runs.
+private struct Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// The whole-model thread's answer (written before the group is left, read after it is waited for).
+private final class ResultBox: @unchecked Sendable {
+    var whole: FoldVerifier.WholeModel?
 }
 
 extension FoldVerification {

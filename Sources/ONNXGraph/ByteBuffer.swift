@@ -1,3 +1,4 @@
+import Synchronization
 /// A read-only run of bytes that may live in memory bnfold does not own.
 ///
 /// Model weights are most of a model file. To keep to one copy of every
@@ -107,16 +108,21 @@ public protocol ByteProducer: AnyObject {
 /// contents once someone needed them in one piece.
 public final class ProducedBytes {
     public let producer: any ByteProducer
-    private var cache: ByteBuffer?
+    /// Behind a lock: verification may read one folded weight from two
+    /// threads (a pair check and the whole-model check); the second waits
+    /// and shares the first's bytes.
+    private let cache = Mutex<ByteBuffer?>(nil)
 
     init(_ producer: any ByteProducer) { self.producer = producer }
 
     /// The whole contents, computed on first use and kept.
     public var materialized: ByteBuffer {
-        if let cache { return cache }
-        let bytes = ByteBuffer.make(count: producer.count) { producer.produce(offset: 0, into: $0) }
-        cache = bytes
-        return bytes
+        cache.withLock { cache in
+            if let cache { return cache }
+            let bytes = ByteBuffer.make(count: producer.count) { producer.produce(offset: 0, into: $0) }
+            cache = bytes
+            return bytes
+        }
     }
 }
 

@@ -29,7 +29,7 @@ public enum Parallelism {
     @TaskLocal public static var threadOverride: Int? = nil
 
     /// The worker count in effect here.
-    static var current: Int { max(1, threadOverride ?? threads) }
+    public static var current: Int { max(1, threadOverride ?? threads) }
 
     /// Makes OpenBLAS single-threaded (once, before the runtime's first BLAS
     /// call, whichever kernel makes it): the runtime's workers call it.

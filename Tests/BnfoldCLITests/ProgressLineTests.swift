@@ -88,12 +88,34 @@ struct ProgressLineTests {
         var folded = model
         let report = try PassManager(passes: BuiltinPasses.all).run(on: &folded)
         var seen: [String] = []
-        let v = FoldVerification.run(original: model, folded: folded, passes: report, progress: { seen.append($0) })
+        let v = FoldVerification.run(original: model, folded: folded, passes: report, sideBySide: false,
+                                     progress: { seen.append($0) })
         #expect(v.failure == nil)
         let pairs = seen.filter { $0.hasPrefix("bnfold: verifying pair ") }
         #expect(pairs.count == v.summary.pairsChecked)
         #expect(pairs.first?.hasPrefix("bnfold: verifying pair 1/\(v.summary.pairsChecked) (") == true)
         #expect(seen.contains { $0.hasPrefix("bnfold: verifying the whole model, A in float64: node ") })
         #expect(seen.last?.hasPrefix("bnfold: verifying the whole model, ") == true)
+    }
+
+    /// Run side by side (two threads), the pair checks and the whole-model
+    /// check give exactly the sequential verdicts; the status line shows
+    /// every pair in order, and whole-model lines only after them.
+    @Test func sideBySideVerificationGivesTheSameVerdicts() throws {
+        let model = try ModelReader.read(path: TestPaths.fixture("torch_tiny_resnet.onnx"))
+        var folded = model
+        let report = try PassManager(passes: BuiltinPasses.all).run(on: &folded)
+        let one = FoldVerification.run(original: model, folded: folded, passes: report, sideBySide: false)
+        var seen: [String] = []
+        let two = FoldVerification.run(original: model, folded: folded, passes: report, sideBySide: true,
+                                       progress: { seen.append($0) })
+        #expect(two.failure == nil)
+        #expect(two.summary.pairsChecked == one.summary.pairsChecked)
+        #expect(two.summary.wholeModel == "passed")
+        #expect(two.summary.worstRatio == one.summary.worstRatio)
+        #expect(two.notes == one.notes)
+        let pairs = seen.prefix { $0.hasPrefix("bnfold: verifying pair ") }
+        #expect(pairs.count == two.summary.pairsChecked)
+        #expect(seen.dropFirst(pairs.count).allSatisfy { $0.hasPrefix("bnfold: verifying the whole model, ") })
     }
 }
