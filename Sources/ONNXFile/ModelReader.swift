@@ -110,9 +110,11 @@ public enum ModelReader {
     }
 
     /// Unpacks and decodes. `payload` makes the buffer for a payload that
-    /// ``Compaction`` left in `bytes`.
+    /// ``Compaction`` left in `bytes`. `forcePlainUnpack` skips the
+    /// compaction (for tests of the fallback).
     static func decode(_ bytes: UnsafeRawBufferPointer, name path: String, externalDataDirectoryOf modelPath: String,
                        resolvingExternalData: Bool = true, externalDataRefusal: String? = nil,
+                       forcePlainUnpack: Bool = false,
                        payload: (_ offset: Int, _ length: Int) -> ByteBuffer) throws -> Model {
         // Preferred: unpack a compacted copy and borrow large tensor payloads
         // from `bytes` (no copy); graph initializers are unpacked one by one
@@ -122,7 +124,7 @@ public enum ModelReader {
             var slices: [ByteBuffer]?
             var graphRanges: [Range<Int>] = []
             var unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
-            switch Compaction.compact(bytes) {
+            switch forcePlainUnpack ? .usePlainUnpack : Compaction.compact(bytes) {
             case .compacted(let compaction):
                 unpacked = compaction.bytes.withUnsafeBufferPointer {
                     onnx__model_proto__unpack(nil, $0.count, $0.baseAddress)

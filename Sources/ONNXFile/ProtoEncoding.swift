@@ -55,10 +55,18 @@ struct ProtoEncoder {
     func encode(_ model: Model) throws -> EncodedModel {
         var streamed: StreamedInitializers?
         let tree = try self.model(model, streaming: &streamed)
-        return EncodedModel(tree: tree, initializers: streamed)
+        return EncodedModel(tree: tree, initializers: streamed, arena: arena)
     }
 
-    func model(_ model: Model, streaming streamed: inout StreamedInitializers?) throws -> UnsafeMutablePointer<Onnx__ModelProto> {
+    /// The whole model as one tree, initializers included: what ``encode(_:)``
+    /// packs to, in one piece (the tests compare the two).
+    func wholeTree(_ model: Model) throws -> UnsafeMutablePointer<Onnx__ModelProto> {
+        var none: StreamedInitializers?
+        return try self.model(model, streaming: &none, stream: false)
+    }
+
+    func model(_ model: Model, streaming streamed: inout StreamedInitializers?, stream: Bool = true)
+        throws -> UnsafeMutablePointer<Onnx__ModelProto> {
         let m = arena.message(onnx__model_proto__init)
         if let v = model.irVersion { m.pointee.has_ir_version = 1; m.pointee.ir_version = v }
         (m.pointee.n_opset_import, m.pointee.opset_import) = opsets(model.opsetImports)
@@ -68,7 +76,7 @@ struct ProtoEncoder {
         if let v = model.modelVersion { m.pointee.has_model_version = 1; m.pointee.model_version = v }
         (m.pointee.has_doc_string, m.pointee.doc_string) = arena.string(model.docString)
         if let g = model.graph {
-            m.pointee.graph = try graph(g, streaming: &streamed)
+            m.pointee.graph = try graph(g, streaming: &streamed, stream: stream)
         }
         (m.pointee.n_metadata_props, m.pointee.metadata_props) = pairs(model.metadataProps)
         (m.pointee.n_training_info, m.pointee.training_info) = try arena.messages(model.trainingInfo) { info in
@@ -499,6 +507,8 @@ final class StreamedInitializers {
 struct EncodedModel {
     let tree: UnsafeMutablePointer<Onnx__ModelProto>
     let initializers: StreamedInitializers?
+    /// Holds the tree's memory for as long as this value lives.
+    let arena: CArena
 
     /// Bytes of the packed message.
     var packedSize: Int {
