@@ -73,8 +73,9 @@ public struct Tensor: Equatable {
         }
     }
 
-    private func rareField<T>(_ key: KeyPath<Rare, T>) -> T { (rare?.value ?? .none)[keyPath: key] }
-
+    // Getters read one field of the box (a key path or a copy of the whole
+    // `Rare` would retain and release every field in it: a third of the
+    // time of reading a million tiny tensors).
     private mutating func setRare<T>(_ key: WritableKeyPath<Rare, T>, _ newValue: T, isDefault: Bool) {
         if rare == nil && isDefault { return }  // the common case: nothing to store
         var r = rare?.value ?? Rare()
@@ -87,52 +88,52 @@ public struct Tensor: Equatable {
     public var hasRareFields: Bool { rare != nil }
 
     public var segment: Segment? {
-        get { rareField(\.segment) } set { setRare(\.segment, newValue, isDefault: newValue == nil) }
+        get { rare?.value.segment } set { setRare(\.segment, newValue, isDefault: newValue == nil) }
     }
     /// `float_data` as little-endian Float32 bytes.
     public var floatData: ByteBuffer {
-        get { rareField(\.floatData) } set { setRare(\.floatData, newValue, isDefault: newValue.count == 0) }
+        get { rare?.value.floatData ?? .empty } set { setRare(\.floatData, newValue, isDefault: newValue.count == 0) }
     }
     /// `int32_data` as Int32 bytes (also holds float16/bfloat16/int8/… widened).
     public var int32Data: ByteBuffer {
-        get { rareField(\.int32Data) } set { setRare(\.int32Data, newValue, isDefault: newValue.count == 0) }
+        get { rare?.value.int32Data ?? .empty } set { setRare(\.int32Data, newValue, isDefault: newValue.count == 0) }
     }
     public var stringData: [ByteBuffer] {
-        get { rareField(\.stringData) } set { setRare(\.stringData, newValue, isDefault: newValue.isEmpty) }
+        get { rare?.value.stringData ?? [] } set { setRare(\.stringData, newValue, isDefault: newValue.isEmpty) }
     }
     /// `int64_data` as Int64 bytes.
     public var int64Data: ByteBuffer {
-        get { rareField(\.int64Data) } set { setRare(\.int64Data, newValue, isDefault: newValue.count == 0) }
+        get { rare?.value.int64Data ?? .empty } set { setRare(\.int64Data, newValue, isDefault: newValue.count == 0) }
     }
     public var docString: String? {
-        get { rareField(\.docString) } set { setRare(\.docString, newValue, isDefault: newValue == nil) }
+        get { rare?.value.docString } set { setRare(\.docString, newValue, isDefault: newValue == nil) }
     }
     public var externalData: [StringPair] {
-        get { rareField(\.externalData) } set { setRare(\.externalData, newValue, isDefault: newValue.isEmpty) }
+        get { rare?.value.externalData ?? [] } set { setRare(\.externalData, newValue, isDefault: newValue.isEmpty) }
     }
     /// The raw `data_location` field; `nil` when absent. See ``location``.
     public var dataLocation: Int32? {
-        get { rareField(\.dataLocation) } set { setRare(\.dataLocation, newValue, isDefault: newValue == nil) }
+        get { rare?.value.dataLocation } set { setRare(\.dataLocation, newValue, isDefault: newValue == nil) }
     }
     /// `double_data` as Float64 bytes.
     public var doubleData: ByteBuffer {
-        get { rareField(\.doubleData) } set { setRare(\.doubleData, newValue, isDefault: newValue.count == 0) }
+        get { rare?.value.doubleData ?? .empty } set { setRare(\.doubleData, newValue, isDefault: newValue.count == 0) }
     }
     /// `uint64_data` as UInt64 bytes.
     public var uint64Data: ByteBuffer {
-        get { rareField(\.uint64Data) } set { setRare(\.uint64Data, newValue, isDefault: newValue.count == 0) }
+        get { rare?.value.uint64Data ?? .empty } set { setRare(\.uint64Data, newValue, isDefault: newValue.count == 0) }
     }
     public var metadataProps: [StringPair] {
-        get { rareField(\.metadataProps) } set { setRare(\.metadataProps, newValue, isDefault: newValue.isEmpty) }
+        get { rare?.value.metadataProps ?? [] } set { setRare(\.metadataProps, newValue, isDefault: newValue.isEmpty) }
     }
     public var unknownFields: UnknownFields {
-        get { rareField(\.unknownFields) } set { setRare(\.unknownFields, newValue, isDefault: newValue.isEmpty) }
+        get { rare?.value.unknownFields ?? UnknownFields() } set { setRare(\.unknownFields, newValue, isDefault: newValue.isEmpty) }
     }
 
     /// For an external tensor: how to get its bytes (set by the reader, or by
     /// a pass that replaced the data). Not part of the message.
     public var externalBytes: ExternalBytes? {
-        get { rareField(\.externalBytes) } set { setRare(\.externalBytes, newValue, isDefault: newValue == nil) }
+        get { rare?.value.externalBytes } set { setRare(\.externalBytes, newValue, isDefault: newValue == nil) }
     }
 
     public init(name: String?, elementType: DataType, dims: [Int64]) {
