@@ -213,6 +213,13 @@ struct Compaction {
     /// graph at `range` (one that ``compact(_:)`` walked and left out), in
     /// order, and the file ranges of the payloads stripped from it (by the
     /// tensor's own marker indices). The bytes are only valid during the call.
+    /// How many initializer fields the graph at `range` has (headers only).
+    static func initializerCount(ofGraph range: Range<Int>, in file: UnsafeRawBufferPointer) -> Int {
+        var n = 0
+        try? forEachField(file, range) { field in if field.number == 5, field.wire == 2 { n += 1 } }
+        return n
+    }
+
     static func initializers(ofGraph range: Range<Int>, in file: UnsafeRawBufferPointer,
                              _ body: (UnsafeBufferPointer<UInt8>, [(offset: Int, length: Int)]) throws -> Void) throws {
         var scratch: [UInt8] = []

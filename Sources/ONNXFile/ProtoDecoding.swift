@@ -219,6 +219,8 @@ struct ProtoDecoder {
     func fileInitializers(_ range: Range<Int>) throws -> [Tensor] {
         guard let file, let payload else { return [] }
         var result: [Tensor] = []
+        // Exactly: growing by doubling would hold 1.5x the array while it copies.
+        result.reserveCapacity(Compaction.initializerCount(ofGraph: range, in: file))
         do {
             try Compaction.initializers(ofGraph: range, in: file) { bytes, stripped in
                 let one: UInt8 = 0
