@@ -32,6 +32,13 @@
         Identity chain against its --passes none, README's example pass
         on the Identity chain (--example-pass BIN); medians of --runs.
 
+    measure.py many --model M --bnfold B --scratch DIR [--runs N]
+        Issue 13's many-initializers target on bench/make_many_initializers.py's
+        model (1,000,000 tiny initializers): peak RSS of `bnfold --passes none`
+        against the file size (target <= 10x), the default fold's, and beside
+        them `cat M > /dev/null` and Python's `onnx.load(M)` measured in the
+        same run; medians of --runs.
+
     measure.py ort-optimize IN OUT
         onnxruntime's offline optimizer: ORT_ENABLE_BASIC (which includes
         Conv+BatchNormalization fusion) and optimized_model_filepath=OUT.
@@ -228,6 +235,57 @@ def cmd_chains(args):
     print(fmt_table(["figure", "bnfold", "reference", "ratio", "target", "met"], rows,
                     [False, True, True, True, True, False]))
     print("chains: " + ("all targets met" if not missed else "MISSED: " + "; ".join(missed)))
+    return 0
+
+
+# ---------------------------------------------------------------- many
+
+
+MANY_RSS_TARGET = 10.0  # bnfold --passes none peak RSS <= 10x the file
+
+
+def cmd_many(args):
+    """Issue 13: per-tensor overhead. A file of a million tiny initializers is
+    almost all per-tensor structure, so what reading and writing it costs
+    beyond the bytes shows here and nowhere else."""
+    model = os.path.abspath(args.model)
+    scratch = os.path.abspath(args.scratch)
+    os.makedirs(scratch, exist_ok=True)
+    size = os.path.getsize(model)
+    out = os.path.join(scratch, "many.onnx")
+    dummy = os.path.join(scratch, "many-none")
+    py = sys.executable
+    print(f"many-initializers: {model}")
+    print(f"  file {size:,} bytes ({size / MIB:.1f} MiB); medians of {args.runs} runs after one warm-up")
+    specs = [
+        ("cat M > /dev/null", "ref", {"cmd": ["cat", model], "stdout_to": os.devnull, "out": dummy}),
+        ("python onnx.load(M)", "ref",
+         {"cmd": [py, "-c", "import onnx, sys; onnx.load(sys.argv[1])", model], "out": dummy}),
+        ("bnfold M -o OUT --passes none", "target",
+         {"cmd": [args.bnfold, model, "-o", out, "--passes", "none"], "out": out}),
+        ("bnfold M -o OUT (default fold)", "extra", {"cmd": [args.bnfold, model, "-o", out], "out": out}),
+    ]
+    rows, missed = [], []
+    for label, kind, spec in specs:
+        spec = dict(spec, label=label)
+        print(f"  {label}: warm-up", end="", flush=True)
+        measure_once(spec, scratch)
+        runs = measured_runs(spec, scratch, args.runs)
+        wall = statistics.median(r["wall"] for r in runs)
+        rss = statistics.median(r["maxrss_kib"] for r in runs) * 1024
+        ratio = rss / size
+        if kind == "target":
+            met = "yes" if ratio <= MANY_RSS_TARGET else "MISSED"
+            if met != "yes":
+                missed.append(label)
+            target = f"<= {MANY_RSS_TARGET:g}x"
+        else:
+            met, target = ("(reference)" if kind == "ref" else "(extra)"), "-"
+        rows.append([label, f"{wall:.2f}", f"{rss / MIB:.0f}", f"{ratio:.2f}x", target, met])
+    print()
+    print(fmt_table(["command", "wall s", "peak RSS MiB", "RSS / file", "target", "met"], rows,
+                    [False, True, True, True, True, False]))
+    print("many-initializers: " + ("all targets met" if not missed else "MISSED: " + "; ".join(missed)))
     return 0
 
 
@@ -922,6 +980,12 @@ def main():
     c.add_argument("--no-ort", action="store_true")
     c.add_argument("--example-pass", help="bench/ExamplePass binary: also time README's pass on the Identity chain")
 
+    y = sub.add_parser("many")
+    y.add_argument("--model", required=True, help="bench/make_many_initializers.py's model")
+    y.add_argument("--bnfold", required=True)
+    y.add_argument("--scratch", required=True)
+    y.add_argument("--runs", type=int, default=3)
+
     o = sub.add_parser("ort-optimize")
     o.add_argument("input")
     o.add_argument("output")
@@ -934,7 +998,8 @@ def main():
     elif args.command == "ort-time":
         cmd_ort_time(args)
     else:
-        commands = {"huge": cmd_huge, "bench": cmd_bench, "runtime": cmd_runtime, "chains": cmd_chains}
+        commands = {"huge": cmd_huge, "bench": cmd_bench, "runtime": cmd_runtime, "chains": cmd_chains,
+                    "many": cmd_many}
         try:
             sys.exit(commands[args.command](args))
         except RuntimeError as e:

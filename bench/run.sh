@@ -26,7 +26,13 @@
 # optimizer), and README's example pass (bench/ExamplePass, built here) on
 # the Identity chain; about 3 minutes.
 #
-# Environment: BENCH_CHAINS=0 (skip the chains), BENCH_RUNS (measured runs per command, default 3),
+# Then the many-initializers case (bench/make_many_initializers.py, cached,
+# ~36 MB): a model of 1,000,000 tiny initializers, where bnfold --passes none
+# must peak at most 10x the file in RSS; beside it the default fold, `cat` and
+# Python's onnx.load of the same file; about a minute.
+#
+# Environment: BENCH_CHAINS=0 (skip the chains), BENCH_MANY=0 (skip the
+# many-initializers case), BENCH_RUNS (measured runs per command, default 3),
 # BENCH_WIDTH (VGG-11 width multiplier, default 4), BENCH_NO_ORT=1 (skip the
 # onnxruntime reference), BENCH_HUGE=0 (skip the > 2 GiB case),
 # BENCH_HUGE_RUNS (its measured runs per command, default BENCH_RUNS),
@@ -117,6 +123,16 @@ if [ "${BENCH_CHAINS:-1}" != 0 ]; then
     "$python" bench/measure.py chains --small "$c4" --large "$c64" --identity "$cid" --bnfold "$bnfold" \
         --example-pass "$example" --scratch "$scratch" --runs "$runs" ${ort_flag[@]+"${ort_flag[@]}"} || rc=$?
     echo "bench: chains done in $(( $(date +%s) - chains_start )) s"
+fi
+
+if [ "${BENCH_MANY:-1}" != 0 ]; then
+    echo
+    echo "bench: many tiny initializers (BENCH_MANY=0 skips them)"
+    many_start=$(date +%s)
+    many=$("$python" bench/make_many_initializers.py --out-dir "$out")
+    echo
+    "$python" bench/measure.py many --model "$many" --bnfold "$bnfold" --scratch "$scratch" --runs "$runs" || rc=$?
+    echo "bench: many-initializers case done in $(( $(date +%s) - many_start )) s"
 fi
 
 echo "bench: done in $(( $(date +%s) - start )) s"

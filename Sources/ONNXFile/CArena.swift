@@ -17,13 +17,24 @@ final class CArena {
     private var allocations: [UnsafeMutableRawPointer] = []
     private var keepAlive: [AnyObject] = []
     private var placeholders: [(UnsafeMutableRawPointer, Int)] = []
+    /// For a tree that is only measured, never packed: produced bytes get no
+    /// placeholder (protobuf-c's size computation reads only their length).
+    private let measuring: Bool
 
-    deinit {
+    init(measuring: Bool = false) { self.measuring = measuring }
+
+    deinit { reset() }
+
+    /// Frees everything allocated so far (the arena can be used again).
+    func reset() {
         for p in allocations { free(p) }
+        allocations.removeAll(keepingCapacity: true)
+        keepAlive.removeAll(keepingCapacity: true)
         for (p, size) in placeholders {
             ProducedRegions.remove(p)
             munmap(p, size)
         }
+        placeholders.removeAll(keepingCapacity: true)
     }
 
     /// Zeroed memory for `count` values of `T`.
@@ -87,6 +98,9 @@ final class CArena {
     func bytes(_ buffer: ByteBuffer) -> ProtobufCBinaryData {
         if let owner = buffer.owner { keepAlive.append(owner) }
         if buffer.baseAddress == nil, buffer.count > 0, let producer = buffer.producer {
+            if measuring {
+                return ProtobufCBinaryData(len: buffer.count, data: UnsafeMutablePointer(bitPattern: 0x1000))
+            }
             let region = mmap(nil, buffer.count, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
             if let region, region != MAP_FAILED {
                 placeholders.append((region, buffer.count))

@@ -39,6 +39,9 @@ struct Compaction {
     var bytes: [UInt8] = []
     /// Offset and length in the file of each stripped payload, by marker index.
     var slices: [(offset: Int, length: Int)] = []
+    /// The file range of every graph whose initializers were left out of
+    /// `bytes`, by marker index (see ``initializers(ofGraph:in:_:)``).
+    var graphs: [Range<Int>] = []
 
     private enum Kind {
         case model, graph, node, attribute, tensor, sparseTensor, function, trainingInfo
@@ -111,9 +114,12 @@ struct Compaction {
         var payload: Range<Int>
     }
 
-    private static func fields(_ file: UnsafeRawBufferPointer, _ range: Range<Int>) throws -> [Field] {
+    /// Calls `body` with every field of the message at `range`, in order,
+    /// without collecting them (a graph of a million initializers has a
+    /// million fields).
+    private static func forEachField(_ file: UnsafeRawBufferPointer, _ range: Range<Int>,
+                                     _ body: (Field) throws -> Void) throws {
         var pos = range.lowerBound
-        var result: [Field] = []
         func varint() throws -> UInt64 {
             var value: UInt64 = 0
             var shift: UInt64 = 0
@@ -143,29 +149,49 @@ struct Compaction {
                 pos += Int(length)
             default: throw Malformed()
             }
-            result.append(Field(number: number, wire: wire, range: start..<pos, payload: payload))
+            try body(Field(number: number, wire: wire, range: start..<pos, payload: payload))
         }
-        return result
     }
 
+    /// Walks the message at `range` and writes its compacted copy to `out`.
+    ///
+    /// Graph initializers are walked (so that they are checked like the
+    /// rest) but not copied: a graph that has any gets one marker field
+    /// instead, whose value indexes ``graphs``, and the decoder unpacks its
+    /// initializers one at a time from the file (``initializers(ofGraph:in:_:)``).
+    /// Unpacked all at once, the C structs of a million tiny initializers
+    /// were 300 MB — eight times their file — for as long as the model was
+    /// being read.
     private mutating func message(_ file: UnsafeRawBufferPointer, _ range: Range<Int>, _ kind: Kind,
                                   depth: Int, into out: inout [UInt8]) throws {
         guard depth < Self.maxDepth else { throw TooDeep() }
-        let list = try Self.fields(file, range)
-        var stripRawData = false
-        if kind == .tensor {
-            if list.contains(where: { $0.number == Self.markerField }) { plainUnpackNeeded = true }
-            stripRawData = list.filter { $0.number == 9 }.count == 1
+        // First pass: what decides how the fields are copied.
+        let singular = Self.singularTensorCarriers[kind] ?? []
+        var rawDataCount = 0, hasMarker = false
+        var singularSeen: [UInt64: Int] = [:]
+        try Self.forEachField(file, range) { field in
+            if field.number == Self.markerField { hasMarker = true }
+            if field.number == 9 { rawDataCount += 1 }
+            if singular.contains(field.number) { singularSeen[field.number, default: 0] += 1 }
         }
-        if let singular = Self.singularTensorCarriers[kind] {
-            for number in singular where list.filter({ $0.number == number }).count > 1 { plainUnpackNeeded = true }
-        }
+        if (kind == .tensor || kind == .graph) && hasMarker { plainUnpackNeeded = true }
+        if singularSeen.values.contains(where: { $0 > 1 }) { plainUnpackNeeded = true }
+        let stripRawData = kind == .tensor && rawDataCount == 1
         let childKinds = Self.children[kind] ?? [:]
-        for field in list {
+        var hasInitializers = false
+        var discarded: [UInt8] = []
+        try Self.forEachField(file, range) { field in
             if stripRawData, field.number == 9, field.wire == 2, field.payload.count >= Self.threshold {
                 Self.appendVarint(Self.markerField << 3, to: &out)  // wire type 0
                 Self.appendVarint(UInt64(slices.count), to: &out)
                 slices.append((field.payload.lowerBound, field.payload.count))
+            } else if kind == .graph, field.number == 5, field.wire == 2 {
+                // An initializer: checked here, unpacked later on its own.
+                let stripped = slices.count
+                discarded.removeAll(keepingCapacity: true)
+                try message(file, field.payload, .tensor, depth: depth + 1, into: &discarded)
+                slices.removeSubrange(stripped...)
+                hasInitializers = true
             } else if field.wire == 2, let child = childKinds[field.number] {
                 var inner: [UInt8] = []
                 try message(file, field.payload, child, depth: depth + 1, into: &inner)
@@ -175,6 +201,34 @@ struct Compaction {
             } else {
                 out.append(contentsOf: UnsafeRawBufferPointer(rebasing: file[field.range]))
             }
+        }
+        if hasInitializers {
+            Self.appendVarint(Self.markerField << 3, to: &out)  // wire type 0
+            Self.appendVarint(UInt64(graphs.count), to: &out)
+            graphs.append(range)
+        }
+    }
+
+    /// Calls `body` with the compacted bytes of every initializer of the
+    /// graph at `range` (one that ``compact(_:)`` walked and left out), in
+    /// order, and the file ranges of the payloads stripped from it (by the
+    /// tensor's own marker indices). The bytes are only valid during the call.
+    /// How many initializer fields the graph at `range` has (headers only).
+    static func initializerCount(ofGraph range: Range<Int>, in file: UnsafeRawBufferPointer) -> Int {
+        var n = 0
+        try? forEachField(file, range) { field in if field.number == 5, field.wire == 2 { n += 1 } }
+        return n
+    }
+
+    static func initializers(ofGraph range: Range<Int>, in file: UnsafeRawBufferPointer,
+                             _ body: (UnsafeBufferPointer<UInt8>, [(offset: Int, length: Int)]) throws -> Void) throws {
+        var scratch: [UInt8] = []
+        try forEachField(file, range) { field in
+            guard field.number == 5, field.wire == 2 else { return }
+            var c = Compaction()
+            scratch.removeAll(keepingCapacity: true)
+            try c.message(file, field.payload, .tensor, depth: 0, into: &scratch)
+            try scratch.withUnsafeBufferPointer { try body($0, c.slices) }
         }
     }
 

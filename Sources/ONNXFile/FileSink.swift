@@ -161,8 +161,21 @@ final class FileSink {
         try check()
     }
 
-    /// Streams a packed message.
-    func pack(_ message: UnsafeMutablePointer<Onnx__ModelProto>) throws {
+    /// Appends `value` as a protobuf varint (a tag or a length).
+    func appendVarint(_ value: UInt64) {
+        var bytes: (UInt64, UInt64) = (0, 0)
+        let n = withUnsafeMutableBytes(of: &bytes) { out -> Int in
+            var v = value, i = 0
+            while v >= 0x80 { out[i] = UInt8(v & 0x7F) | 0x80; v >>= 7; i += 1 }
+            out[i] = UInt8(v)
+            return i + 1
+        }
+        withUnsafeBytes(of: &bytes) { append($0.baseAddress!, n) }
+    }
+
+    /// Streams a packed message: `packTo` is the message's
+    /// `…__pack_to_buffer` applied to the buffer it is given.
+    func pack(_ packTo: (UnsafeMutablePointer<ProtobufCBuffer>) -> Int) throws {
         // A ProtobufCBuffer followed by a pointer to this sink: protobuf-c
         // passes the buffer pointer back to `append`, which finds the sink
         // right after it (callbacks from C cannot capture context).
@@ -181,7 +194,7 @@ final class FileSink {
         block.storeBytes(of: UnsafeRawPointer(Unmanaged.passUnretained(self).toOpaque()), toByteOffset: headerSize,
                          as: UnsafeRawPointer.self)
         _ = withExtendedLifetime(self) {
-            onnx__model_proto__pack_to_buffer(message, block.assumingMemoryBound(to: ProtobufCBuffer.self))
+            packTo(block.assumingMemoryBound(to: ProtobufCBuffer.self))
         }
         try check()
     }

@@ -110,53 +110,58 @@ public enum ModelReader {
     }
 
     /// Unpacks and decodes. `payload` makes the buffer for a payload that
-    /// ``Compaction`` left in `bytes`.
+    /// ``Compaction`` left in `bytes`. `forcePlainUnpack` skips the
+    /// compaction (for tests of the fallback).
     static func decode(_ bytes: UnsafeRawBufferPointer, name path: String, externalDataDirectoryOf modelPath: String,
                        resolvingExternalData: Bool = true, externalDataRefusal: String? = nil,
+                       forcePlainUnpack: Bool = false,
                        payload: (_ offset: Int, _ length: Int) -> ByteBuffer) throws -> Model {
-        // Preferred: unpack a compacted copy and borrow tensor payloads from
-        // `bytes` (no copy). Fallback: unpack the bytes as they are.
-        var slices: [ByteBuffer]?
-        var unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
-        switch Compaction.compact(bytes) {
-        case .compacted(let compaction):
-            unpacked = compaction.bytes.withUnsafeBufferPointer {
-                onnx__model_proto__unpack(nil, $0.count, $0.baseAddress)
+        // Preferred: unpack a compacted copy and borrow large tensor payloads
+        // from `bytes` (no copy); graph initializers are unpacked one by one
+        // from `bytes` as the graph is decoded. Fallback: unpack the bytes as
+        // they are.
+        return try withoutActuallyEscaping(payload) { payload in
+            var slices: [ByteBuffer]?
+            var graphRanges: [Range<Int>] = []
+            var unpacked: UnsafeMutablePointer<Onnx__ModelProto>?
+            switch forcePlainUnpack ? .usePlainUnpack : Compaction.compact(bytes) {
+            case .compacted(let compaction):
+                unpacked = compaction.bytes.withUnsafeBufferPointer {
+                    onnx__model_proto__unpack(nil, $0.count, $0.baseAddress)
+                }
+                if unpacked != nil {
+                    slices = compaction.slices.map { payload($0.offset, $0.length) }
+                    graphRanges = compaction.graphs
+                }
+            case .usePlainUnpack:
+                unpacked = onnx__model_proto__unpack(nil, bytes.count, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            case .malformed:
+                break  // diagnosed below
+            case .tooDeep:
+                throw ModelFileError(file: path, "nests messages more than \(Compaction.maxDepth) levels deep (graphs inside attributes, or types inside types); bnfold refuses it rather than risk running out of stack")
             }
-            if unpacked != nil {
-                slices = compaction.slices.map { payload($0.offset, $0.length) }
+            guard let unpacked else {
+                throw ModelFileError(file: path, WireScan.diagnose(bytes))
             }
-        case .usePlainUnpack:
-            unpacked = onnx__model_proto__unpack(nil, bytes.count, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
-        case .malformed:
-            break  // diagnosed below
-        case .tooDeep:
-            throw ModelFileError(file: path, "nests messages more than \(Compaction.maxDepth) levels deep (graphs inside attributes, or types inside types); bnfold refuses it rather than risk running out of stack")
+            // The IR keeps no pointer into the tree (see ProtoDecoder): it is
+            // freed when this returns.
+            defer { onnx__model_proto__free_unpacked(unpacked, nil) }
+            guard unpacked.pointee.graph != nil else {
+                throw ModelFileError(file: path, WireScan.foreignFormat(bytes) ?? "is not an ONNX model: it is protobuf, but has no graph")
+            }
+            guard unpacked.pointee.has_ir_version != 0 else {
+                throw ModelFileError(file: path, WireScan.foreignFormat(bytes) ?? "is not an ONNX model: it has no ir_version")
+            }
+            let external = ExternalDataResolver(modelFile: modelPath, resolving: resolvingExternalData, refusal: externalDataRefusal)
+            var decoder = ProtoDecoder(external: external, fileName: path, slices: slices)
+            decoder.file = bytes
+            decoder.graphRanges = graphRanges
+            decoder.payload = payload
+            let model = try decoder.model(unpacked)
+            try external.checkReferencedTotal()
+            return model
         }
-        guard let unpacked else {
-            throw ModelFileError(file: path, WireScan.diagnose(bytes))
-        }
-        let tree = UnpackedModel(unpacked)
-        guard unpacked.pointee.graph != nil else {
-            throw ModelFileError(file: path, WireScan.foreignFormat(bytes) ?? "is not an ONNX model: it is protobuf, but has no graph")
-        }
-        guard unpacked.pointee.has_ir_version != 0 else {
-            throw ModelFileError(file: path, WireScan.foreignFormat(bytes) ?? "is not an ONNX model: it has no ir_version")
-        }
-        let external = ExternalDataResolver(modelFile: modelPath, resolving: resolvingExternalData, refusal: externalDataRefusal)
-        let decoder = ProtoDecoder(owner: tree, external: external, fileName: path, slices: slices)
-        let model = try decoder.model(unpacked)
-        try external.checkReferencedTotal()
-        return model
     }
-}
-
-/// Owns a message tree unpacked by protobuf-c and frees it with the same
-/// allocator when the last tensor borrowing from it is gone.
-final class UnpackedModel {
-    let pointer: UnsafeMutablePointer<Onnx__ModelProto>
-    init(_ pointer: UnsafeMutablePointer<Onnx__ModelProto>) { self.pointer = pointer }
-    deinit { onnx__model_proto__free_unpacked(pointer, nil) }
 }
 
 /// Says why protobuf-c refused a file. protobuf-c only returns NULL, so this

@@ -117,13 +117,13 @@ public enum ModelWriter {
         let plan = DataPlan(mode: .inline, forceAll: false, fileName: "", threshold: options.externalThreshold,
                             alignment: options.externalAlignment, modelFile: displayName)
         let arena = CArena()
-        let tree = try ProtoEncoder(arena: arena, placement: plan.place, checksums: ChecksumSlots()).model(model)
-        let size = onnx__model_proto__get_packed_size(tree)
+        let tree = try ProtoEncoder(arena: arena, placement: plan.place, checksums: ChecksumSlots()).encode(model)
+        let size = tree.packedSize
         guard size <= options.protobufSizeLimit else {
             throw ModelFileError(file: displayName, "cannot be written: the model needs \(size) bytes, over protobuf's limit of \(options.protobufSizeLimit), and a stream cannot carry an external data file; write to a regular file")
         }
         let sink = FileSink(fd: fd, displayName: displayName)
-        try sink.pack(tree)
+        try tree.pack(to: sink)
         try sink.finish()
         withExtendedLifetime(arena) {}
         return WriteSummary(modelBytes: sink.written, externalDataFile: nil, externalTensors: 0, externalDataBytes: 0,
@@ -150,7 +150,7 @@ public enum ModelWriter {
         var attempts: [(mode: ExternalDataMode, forceAll: Bool)] = [(options.externalData, false)]
         if options.externalData != .external { attempts.append((.external, false)) }
         attempts.append((.external, true))
-        var built: (plan: DataPlan, arena: CArena, tree: UnsafeMutablePointer<Onnx__ModelProto>, checksums: ChecksumSlots,
+        var built: (plan: DataPlan, arena: CArena, tree: EncodedModel, checksums: ChecksumSlots,
                     attempt: Int)?
         var size = 0
         for (i, attempt) in attempts.enumerated() {
@@ -159,8 +159,8 @@ public enum ModelWriter {
                                 modelFile: path)
             let arena = CArena()
             let checksums = ChecksumSlots()
-            let tree = try ProtoEncoder(arena: arena, placement: plan.place, checksums: checksums).model(model)
-            size = onnx__model_proto__get_packed_size(tree)
+            let tree = try ProtoEncoder(arena: arena, placement: plan.place, checksums: checksums).encode(model)
+            size = tree.packedSize
             if size <= options.protobufSizeLimit {
                 built = (plan, arena, tree, checksums, i)
                 break
@@ -196,7 +196,7 @@ public enum ModelWriter {
         }
         let modelTemp = try temps.create(near: path, displayName: displayName, mode: mode, owner: owner)
         let sink = FileSink(fd: modelTemp.fd, displayName: displayName)
-        try sink.pack(tree)
+        try tree.pack(to: sink)
         try sink.finish()
         withExtendedLifetime(arena) {}
 
@@ -257,12 +257,12 @@ extension ModelWriter {
     /// data entries; not atomic, no size checks.
     static func writeMessageAsIs(_ model: Model, to path: String) throws {
         let arena = CArena()
-        let tree = try ProtoEncoder(arena: arena, placement: { _, _ in .asIs }).model(model)
+        let tree = try ProtoEncoder(arena: arena, placement: { _, _ in .asIs }).encode(model)
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ModelFileError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         let sink = FileSink(fd: fd, displayName: path)
-        try sink.pack(tree)
+        try tree.pack(to: sink)
         try sink.finish()
         withExtendedLifetime(arena) {}
     }
@@ -274,8 +274,8 @@ extension ModelWriter {
         let arena = CArena()
         let tree = try ProtoEncoder(arena: arena, placement: { tensor, _ in
             tensor.location == .external ? .external(location: "data", offset: 0, length: 0) : .asIs
-        }).model(model)
-        return withExtendedLifetime(arena) { onnx__model_proto__get_packed_size(tree) }
+        }).encode(model)
+        return withExtendedLifetime(arena) { tree.packedSize }
     }
 }
 

@@ -1,15 +1,28 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import CONNX
 import ONNXGraph
 
 /// Converts an unpacked protobuf-c message tree into the Swift IR.
 ///
-/// Tensor payloads (`raw_data` and the typed `*_data` arrays) are not copied:
-/// the IR's `ByteBuffer`s point into the tree and keep `owner` — which frees
-/// the tree when the last buffer goes — alive. Everything else (names,
+/// Nothing in the IR points into the tree, so the reader frees it as soon as
+/// the model is decoded. Tensor payloads (`raw_data` and the typed `*_data`
+/// arrays) are not copied one by one into their own allocations: payloads of
+/// 1 KiB or more are taken over from the tree (the C array moves to a
+/// ``CAllocation`` and the tree's pointer is cleared, so freeing the tree
+/// leaves it alone), smaller ones are copied into a shared ``PayloadArena``.
+/// Borrowing small payloads from the tree instead kept the whole tree — for a
+/// million tiny initializers 300 MB of C structs, names and dims arrays —
+/// alive for as long as any one tensor lived. Everything else (names,
 /// attributes, shapes) is small and copied into Swift values.
 struct ProtoDecoder {
-    /// Keeps the unpacked tree alive while any tensor borrows from it.
-    let owner: AnyObject
+    /// Where small payloads are copied.
+    let payloads = PayloadArena()
+    /// Shares the dims arrays of tensors of the same shape.
+    let shapes = ShapeInterner()
     /// Resolves `data_location = EXTERNAL` tensors.
     let external: ExternalDataResolver
     /// Tensor problems are reported with this file name.
@@ -17,6 +30,12 @@ struct ProtoDecoder {
     /// Payloads left in the mapped file by ``Compaction``, by marker index;
     /// nil when the file was unpacked whole (markers are then ordinary unknown fields).
     let slices: [ByteBuffer]?
+    /// The file the model was read from, and the graphs ``Compaction`` left
+    /// the initializers of in it (by marker index); see ``graph(_:)``.
+    var file: UnsafeRawBufferPointer? = nil
+    var graphRanges: [Range<Int>] = []
+    /// Makes the buffer for a payload left in `file`.
+    var payload: ((_ offset: Int, _ length: Int) -> ByteBuffer)? = nil
 
     // MARK: Helpers
 
@@ -52,14 +71,25 @@ struct ProtoDecoder {
         return Array(UnsafeBufferPointer(start: p, count: n))
     }
 
-    /// Borrowed view of a typed repeated field's elements.
-    func borrowed<T>(_ n: Int, _ p: UnsafeMutablePointer<T>?) -> ByteBuffer {
-        guard let p, n > 0 else { return .empty }
-        return ByteBuffer(borrowing: UnsafeRawPointer(p), count: n * MemoryLayout<T>.stride, owner: owner)
+    /// A typed repeated field's elements as bytes the IR owns: copied when
+    /// small, else taken from the tree (`p` is cleared; see the type's comment).
+    func owned<T>(_ n: Int, _ p: inout UnsafeMutablePointer<T>?) -> ByteBuffer {
+        guard let base = p, n > 0 else { return .empty }
+        let count = n * MemoryLayout<T>.stride
+        if count < Compaction.threshold { return payloads.copy(UnsafeRawPointer(base), count: count) }
+        p = nil
+        let owner = CAllocation(UnsafeMutableRawPointer(base))
+        return ByteBuffer(borrowing: UnsafeRawPointer(base), count: count, owner: owner)
     }
 
-    func borrowed(_ data: ProtobufCBinaryData) -> ByteBuffer {
-        ByteBuffer(borrowing: UnsafeRawPointer(data.data), count: data.len, owner: owner)
+    /// A bytes field's contents as bytes the IR owns (as ``owned(_:_:)``).
+    func owned(_ data: inout ProtobufCBinaryData) -> ByteBuffer {
+        guard let base = data.data, data.len > 0 else { return .empty }
+        if data.len < Compaction.threshold { return payloads.copy(UnsafeRawPointer(base), count: data.len) }
+        let count = data.len
+        data.data = nil
+        data.len = 0
+        return ByteBuffer(borrowing: UnsafeRawPointer(base), count: count, owner: CAllocation(UnsafeMutableRawPointer(base)))
     }
 
     func bytes(_ data: ProtobufCBinaryData) -> [UInt8] {
@@ -156,7 +186,7 @@ struct ProtoDecoder {
         graph.nodes = try messages(p.n_node, p.node, node)
         for i in graph.nodes.indices { graph.nodes[i].origin = NodeOrigin(index: i) }
         graph.name = string(p.has_name, p.name)
-        graph.initializers = try messages(p.n_initializer, p.initializer, tensor)
+        graph.initializers = try messages(p.n_initializer, p.initializer) { try tensor($0) }
         graph.sparseInitializers = try messages(p.n_sparse_initializer, p.sparse_initializer, sparseTensor)
         graph.docString = string(p.has_doc_string, p.doc_string)
         graph.inputs = messages(p.n_input, p.input, valueInfo)
@@ -170,9 +200,48 @@ struct ProtoDecoder {
             return ann
         }
         graph.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
-        graph.unknownFields = unknown(p.base)
+        var unknownFields = unknown(p.base)
+        if slices != nil, let marker = unknownFields.fields.lastIndex(where: { $0.number == UInt32(Compaction.markerField) }) {
+            // Compaction left this graph's initializers in the file.
+            guard let k = decodeVarint(unknownFields.fields[marker].payload), k < graphRanges.count else {
+                throw ModelFileError(file: fileName, "internal error locating the initializers of graph '\(graph.name ?? "<unnamed>")'")
+            }
+            unknownFields.fields.remove(at: marker)
+            graph.initializers = try fileInitializers(graphRanges[k])
+        }
+        graph.unknownFields = unknownFields
         return graph
     }
+
+    /// The initializers of the graph at `range` of the file, unpacked and
+    /// converted one at a time, so that only one tensor's C struct exists
+    /// at once.
+    func fileInitializers(_ range: Range<Int>) throws -> [Tensor] {
+        guard let file, let payload else { return [] }
+        var result: [Tensor] = []
+        // Exactly: growing by doubling would hold 1.5x the array while it copies.
+        result.reserveCapacity(Compaction.initializerCount(ofGraph: range, in: file))
+        do {
+            try Compaction.initializers(ofGraph: range, in: file) { bytes, stripped in
+                let one: UInt8 = 0
+                let unpacked = withUnsafePointer(to: one) { empty in
+                    onnx__tensor_proto__unpack(nil, bytes.count, bytes.baseAddress ?? empty)
+                }
+                guard let unpacked else { throw UnpackFailed() }
+                defer { onnx__tensor_proto__free_unpacked(unpacked, nil) }
+                result.append(try tensor(unpacked, slices: stripped.map { payload($0.offset, $0.length) }))
+            }
+        } catch is UnpackFailed {
+            throw ModelFileError(file: fileName, WireScan.diagnose(file))
+        } catch let error as ModelFileError {
+            throw error
+        } catch {
+            throw ModelFileError(file: fileName, WireScan.diagnose(file))
+        }
+        return result
+    }
+
+    private struct UnpackFailed: Error {}
 
     func node(_ n: UnsafeMutablePointer<Onnx__NodeProto>) throws -> Node {
         let p = n.pointee
@@ -240,14 +309,14 @@ struct ProtoDecoder {
         attr.f = p.has_f != 0 ? p.f : nil
         attr.i = p.has_i != 0 ? p.i : nil
         attr.s = p.has_s != 0 ? bytes(p.s) : nil
-        attr.t = try p.t.map(tensor)
+        attr.t = try p.t.map { try tensor($0) }
         attr.g = try p.g.map(graph)
         attr.sparseTensor = try p.sparse_tensor.map(sparseTensor)
         attr.tp = p.tp.map(typeProto)
         attr.floats = scalars(p.n_floats, p.floats)
         attr.ints = scalars(p.n_ints, p.ints)
         attr.strings = scalars(p.n_strings, p.strings).map(bytes)
-        attr.tensors = try messages(p.n_tensors, p.tensors, tensor)
+        attr.tensors = try messages(p.n_tensors, p.tensors) { try tensor($0) }
         attr.graphs = try messages(p.n_graphs, p.graphs, graph)
         attr.sparseTensors = try messages(p.n_sparse_tensors, p.sparse_tensors, sparseTensor)
         attr.typeProtos = messages(p.n_type_protos, p.type_protos, typeProto)
@@ -336,9 +405,11 @@ struct ProtoDecoder {
 
     // MARK: Tensors
 
-    func tensor(_ t: UnsafeMutablePointer<Onnx__TensorProto>) throws -> Tensor {
+    /// Converts a tensor; `slices` are the payloads its raw_data markers
+    /// index (by default the model's, from ``Compaction``).
+    func tensor(_ t: UnsafeMutablePointer<Onnx__TensorProto>, slices local: [ByteBuffer]? = nil) throws -> Tensor {
         let p = t.pointee
-        var tensor = Tensor(name: string(p.has_name, p.name), elementType: .undefined, dims: scalars(p.n_dims, p.dims))
+        var tensor = Tensor(name: string(p.has_name, p.name), elementType: .undefined, dims: shapes.dims(p.n_dims, p.dims))
         tensor.dataType = p.has_data_type != 0 ? p.data_type : nil
         if let s = p.segment {
             var seg = Tensor.Segment(begin: s.pointee.has_begin != 0 ? s.pointee.begin : nil,
@@ -346,19 +417,22 @@ struct ProtoDecoder {
             seg.unknownFields = unknown(s.pointee.base)
             tensor.segment = seg
         }
-        tensor.floatData = borrowed(p.n_float_data, p.float_data)
-        tensor.int32Data = borrowed(p.n_int32_data, p.int32_data)
-        tensor.stringData = scalars(p.n_string_data, p.string_data).map(borrowed)
-        tensor.int64Data = borrowed(p.n_int64_data, p.int64_data)
+        tensor.floatData = owned(p.n_float_data, &t.pointee.float_data)
+        tensor.int32Data = owned(p.n_int32_data, &t.pointee.int32_data)
+        if p.n_string_data > 0, let strings = p.string_data {
+            tensor.stringData = (0..<p.n_string_data).map { owned(&strings[$0]) }
+        }
+        tensor.int64Data = owned(p.n_int64_data, &t.pointee.int64_data)
         tensor.docString = string(p.has_doc_string, p.doc_string)
-        tensor.rawData = p.has_raw_data != 0 ? borrowed(p.raw_data) : nil
+        tensor.rawData = p.has_raw_data != 0 ? owned(&t.pointee.raw_data) : nil
         tensor.externalData = pairs(p.n_external_data, p.external_data)
         tensor.dataLocation = p.has_data_location != 0 ? Int32(bitPattern: p.data_location.rawValue) : nil
-        tensor.doubleData = borrowed(p.n_double_data, p.double_data)
-        tensor.uint64Data = borrowed(p.n_uint64_data, p.uint64_data)
+        tensor.doubleData = owned(p.n_double_data, &t.pointee.double_data)
+        tensor.uint64Data = owned(p.n_uint64_data, &t.pointee.uint64_data)
         tensor.metadataProps = pairs(p.n_metadata_props, p.metadata_props)
         tensor.unknownFields = unknown(p.base)
-        if let slices, let marker = tensor.unknownFields.fields.lastIndex(where: { $0.number == UInt32(Compaction.markerField) }) {
+        if let slices = local ?? slices,
+           let marker = tensor.unknownFields.fields.lastIndex(where: { $0.number == UInt32(Compaction.markerField) }) {
             let index = decodeVarint(tensor.unknownFields.fields[marker].payload)
             guard let index, index < slices.count else {
                 throw ModelFileError(file: fileName, "tensor '\(tensor.name ?? "<unnamed>")': internal error locating raw_data")
@@ -385,10 +459,65 @@ struct ProtoDecoder {
     }
 
     func sparseTensor(_ s: UnsafeMutablePointer<Onnx__SparseTensorProto>) throws -> SparseTensor {
-        var sparse = SparseTensor(values: try s.pointee.values.map(tensor),
-                                  indices: try s.pointee.indices.map(tensor),
+        var sparse = SparseTensor(values: try s.pointee.values.map { try tensor($0) },
+                                  indices: try s.pointee.indices.map { try tensor($0) },
                                   dims: scalars(s.pointee.n_dims, s.pointee.dims))
         sparse.unknownFields = unknown(s.pointee.base)
         return sparse
+    }
+}
+
+/// A C allocation (an array or bytes field taken over from an unpacked
+/// tree), freed with the allocator protobuf-c's default allocator uses.
+final class CAllocation {
+    let pointer: UnsafeMutableRawPointer
+    init(_ pointer: UnsafeMutableRawPointer) { self.pointer = pointer }
+    deinit { free(pointer) }
+}
+
+/// Memory for the small tensor payloads of one model: 256 KiB chunks, each
+/// payload 8-byte aligned in one of them (the IR reads elements unaligned
+/// anyway; 8 keeps typed views of Int64/Double fields aligned for the
+/// writer). A chunk lives as long as any tensor in it — a pass that replaces
+/// a tiny tensor does not give its few bytes back, which is the price of not
+/// making a million allocations.
+final class PayloadArena {
+    final class Chunk {
+        let base: UnsafeMutableRawPointer
+        init(size: Int) { base = malloc(size)! }
+        deinit { free(base) }
+    }
+    static let chunkSize = 256 << 10
+    private var chunk: Chunk?
+    private var used = 0
+
+    /// Copies `count` bytes (under ``Compaction/threshold``) from `source`.
+    func copy(_ source: UnsafeRawPointer, count: Int) -> ByteBuffer {
+        guard count > 0 else { return .empty }
+        var at = (used + 7) & ~7
+        if chunk == nil || at + count > PayloadArena.chunkSize {
+            chunk = Chunk(size: max(PayloadArena.chunkSize, count))
+            at = 0
+        }
+        let c = chunk!
+        memcpy(c.base + at, source, count)
+        used = at + count
+        return ByteBuffer(borrowing: c.base + at, count: count, owner: c)
+    }
+}
+
+/// Gives tensors of the same small shape one shared `dims` array (arrays are
+/// copy-on-write: a pass that changes one tensor's dims gets its own). A
+/// million tensors of shape [4] otherwise hold a million 48-byte arrays.
+final class ShapeInterner {
+    private var table: [[Int64]: [Int64]] = [:]
+
+    func dims(_ n: Int, _ p: UnsafeMutablePointer<Int64>?) -> [Int64] {
+        guard let p, n > 0 else { return [] }
+        let dims = Array(UnsafeBufferPointer(start: p, count: n))
+        guard n <= 4 else { return dims }
+        if let shared = table[dims] { return shared }
+        if table.count < 4096 { table[dims] = dims }
+        return dims
     }
 }

@@ -50,7 +50,23 @@ struct ProtoEncoder {
 
     // MARK: Model
 
-    func model(_ model: Model) throws -> UnsafeMutablePointer<Onnx__ModelProto> {
+    /// The model's tree, with the main graph's initializers held back to be
+    /// encoded one at a time while packing (see ``EncodedModel``).
+    func encode(_ model: Model) throws -> EncodedModel {
+        var streamed: StreamedInitializers?
+        let tree = try self.model(model, streaming: &streamed)
+        return EncodedModel(tree: tree, initializers: streamed, arena: arena)
+    }
+
+    /// The whole model as one tree, initializers included: what ``encode(_:)``
+    /// packs to, in one piece (the tests compare the two).
+    func wholeTree(_ model: Model) throws -> UnsafeMutablePointer<Onnx__ModelProto> {
+        var none: StreamedInitializers?
+        return try self.model(model, streaming: &none, stream: false)
+    }
+
+    func model(_ model: Model, streaming streamed: inout StreamedInitializers?, stream: Bool = true)
+        throws -> UnsafeMutablePointer<Onnx__ModelProto> {
         let m = arena.message(onnx__model_proto__init)
         if let v = model.irVersion { m.pointee.has_ir_version = 1; m.pointee.ir_version = v }
         (m.pointee.n_opset_import, m.pointee.opset_import) = opsets(model.opsetImports)
@@ -59,7 +75,9 @@ struct ProtoEncoder {
         (m.pointee.has_domain, m.pointee.domain) = arena.string(model.domain)
         if let v = model.modelVersion { m.pointee.has_model_version = 1; m.pointee.model_version = v }
         (m.pointee.has_doc_string, m.pointee.doc_string) = arena.string(model.docString)
-        m.pointee.graph = try model.graph.map(graph)
+        if let g = model.graph {
+            m.pointee.graph = try graph(g, streaming: &streamed, stream: stream)
+        }
         (m.pointee.n_metadata_props, m.pointee.metadata_props) = pairs(model.metadataProps)
         (m.pointee.n_training_info, m.pointee.training_info) = try arena.messages(model.trainingInfo) { info in
             let t = arena.message(onnx__training_info_proto__init)
@@ -104,11 +122,44 @@ struct ProtoEncoder {
     // MARK: Graph and nodes
 
     func graph(_ graph: Graph) throws -> UnsafeMutablePointer<Onnx__GraphProto> {
+        var none: StreamedInitializers?
+        return try self.graph(graph, streaming: &none, stream: false)
+    }
+
+    /// With `stream`, the initializers are not put in the tree: each is
+    /// placed now (in the order a full tree would place it), measured in a
+    /// scratch arena and described in `streamed`, and encoded again while
+    /// packing. Tensors whose placement changes their fields (inline or
+    /// external) are few and built here, in the tree's arena (their checksum
+    /// slots must stay valid until the data file is hashed).
+    func graph(_ graph: Graph, streaming streamed: inout StreamedInitializers?, stream: Bool = true)
+        throws -> UnsafeMutablePointer<Onnx__GraphProto> {
         let g = arena.message(onnx__graph_proto__init)
         (g.pointee.n_node, g.pointee.node) = try arena.messages(graph.nodes, node)
         (g.pointee.has_name, g.pointee.name) = arena.string(graph.name)
-        (g.pointee.n_initializer, g.pointee.initializer) = try arena.messages(graph.initializers) {
-            try tensor($0, isInitializer: true)
+        let initializers = graph.initializers
+        if stream && !initializers.isEmpty {
+            let held = StreamedInitializers(tensors: initializers, graph: g)
+            let scratch = CArena(measuring: true)
+            let asIs = ProtoEncoder(arena: scratch, placement: { _, _ in .asIs })
+            for (i, t) in initializers.enumerated() {
+                let place = try placement(t, true)
+                let size: Int
+                if case .asIs = place {
+                    scratch.reset()
+                    size = onnx__tensor_proto__get_packed_size(try asIs.tensor(t, placed: .asIs))
+                } else {
+                    let built = try tensor(t, placed: place)
+                    held.prebuilt.append((i, built))
+                    size = onnx__tensor_proto__get_packed_size(built)
+                }
+                held.fieldsSize += 1 + varintSize(UInt64(size)) + size
+            }
+            streamed = held
+        } else {
+            (g.pointee.n_initializer, g.pointee.initializer) = try arena.messages(initializers) {
+                try tensor($0, isInitializer: true)
+            }
         }
         (g.pointee.n_sparse_initializer, g.pointee.sparse_initializer) = try arena.messages(graph.sparseInitializers, sparseTensor)
         (g.pointee.has_doc_string, g.pointee.doc_string) = arena.string(graph.docString)
@@ -310,6 +361,11 @@ struct ProtoEncoder {
     // MARK: Tensors
 
     func tensor(_ tensor: Tensor, isInitializer: Bool) throws -> UnsafeMutablePointer<Onnx__TensorProto> {
+        try self.tensor(tensor, placed: try placement(tensor, isInitializer))
+    }
+
+    /// The tensor with its data where `placement` says.
+    func tensor(_ tensor: Tensor, placed: TensorPlacement) throws -> UnsafeMutablePointer<Onnx__TensorProto> {
         let t = arena.message(onnx__tensor_proto__init)
         (t.pointee.n_dims, t.pointee.dims) = arena.scalars(tensor.dims)
         if let d = tensor.dataType { t.pointee.has_data_type = 1; t.pointee.data_type = d }
@@ -325,7 +381,7 @@ struct ProtoEncoder {
         (t.pointee.n_metadata_props, t.pointee.metadata_props) = pairs(tensor.metadataProps)
         arena.attach(tensor.unknownFields, to: &t.pointee.base)
 
-        switch try placement(tensor, isInitializer) {
+        switch placed {
         case .asIs:
             (t.pointee.n_float_data, t.pointee.float_data) = arena.typed(tensor.floatData, as: Float.self)
             (t.pointee.n_int32_data, t.pointee.int32_data) = arena.typed(tensor.int32Data, as: Int32.self)
@@ -408,6 +464,116 @@ final class ChecksumSlots {
         precondition(bytes.count == 40, "SHA-1 digests have 40 hex digits")
         for slot in slots {
             bytes.withUnsafeBufferPointer { _ = memcpy(slot, $0.baseAddress!, 40) }
+        }
+    }
+}
+
+/// Bytes of `value` as a protobuf varint.
+func varintSize(_ value: UInt64) -> Int {
+    var v = value, n = 1
+    while v >= 0x80 { v >>= 7; n += 1 }
+    return n
+}
+
+/// The main graph's initializers, held out of the message tree.
+///
+/// A protobuf-c `TensorProto` struct is 264 bytes whatever the tensor holds:
+/// a tree of a million tiny initializers was 300 MB, eight times their
+/// file. The writer instead builds each one when it is packed, in a scratch
+/// arena reset between tensors, and packs the graph around them (see
+/// ``EncodedModel/pack(to:)``).
+final class StreamedInitializers {
+    let tensors: [Tensor]
+    /// The graph's node in the tree (which has no initializers).
+    let graph: UnsafeMutablePointer<Onnx__GraphProto>
+    /// Initializers already built in the tree's arena (placed inline or
+    /// external), by index, in order.
+    var prebuilt: [(index: Int, tensor: UnsafeMutablePointer<Onnx__TensorProto>)] = []
+    /// Bytes of all the initializer fields (tag, length, message).
+    var fieldsSize = 0
+
+    init(tensors: [Tensor], graph: UnsafeMutablePointer<Onnx__GraphProto>) {
+        self.tensors = tensors
+        self.graph = graph
+    }
+}
+
+/// A model ready to pack: the message tree and, when the main graph has
+/// initializers, those initializers (``StreamedInitializers``). Packs to the
+/// same bytes as the whole tree would: protobuf-c writes fields in field
+/// number order and unknown fields last, so the model is written as its
+/// fields before `graph` (7), the graph, then the rest; the graph as its
+/// `node` and `name` fields (1, 2), the initializers (5), then the rest.
+struct EncodedModel {
+    let tree: UnsafeMutablePointer<Onnx__ModelProto>
+    let initializers: StreamedInitializers?
+    /// Holds the tree's memory for as long as this value lives.
+    let arena: CArena
+
+    /// Bytes of the packed message.
+    var packedSize: Int {
+        guard let held = initializers else { return onnx__model_proto__get_packed_size(tree) }
+        let withoutInitializers = onnx__graph_proto__get_packed_size(held.graph)
+        let graphSize = withoutInitializers + held.fieldsSize
+        return onnx__model_proto__get_packed_size(tree) - varintSize(UInt64(withoutInitializers))
+            + varintSize(UInt64(graphSize)) + held.fieldsSize
+    }
+
+    func pack(to sink: FileSink) throws {
+        guard let held = initializers else {
+            try sink.pack { onnx__model_proto__pack_to_buffer(tree, $0) }
+            return
+        }
+        let start = sink.written
+        let model = tree.pointee, graph = held.graph.pointee
+        var before = model, after = model
+        before.graph = nil
+        before.n_opset_import = 0; before.opset_import = nil
+        before.n_metadata_props = 0; before.metadata_props = nil
+        before.n_training_info = 0; before.training_info = nil
+        before.n_functions = 0; before.functions = nil
+        before.n_configuration = 0; before.configuration = nil
+        before.base.n_unknown_fields = 0; before.base.unknown_fields = nil
+        after.has_ir_version = 0; after.has_producer_name = 0; after.has_producer_version = 0
+        after.has_domain = 0; after.has_model_version = 0; after.has_doc_string = 0
+        after.graph = nil
+        var graphHead = graph, graphTail = graph
+        graphHead.has_doc_string = 0
+        graphHead.n_input = 0; graphHead.input = nil
+        graphHead.n_output = 0; graphHead.output = nil
+        graphHead.n_value_info = 0; graphHead.value_info = nil
+        graphHead.n_quantization_annotation = 0; graphHead.quantization_annotation = nil
+        graphHead.n_sparse_initializer = 0; graphHead.sparse_initializer = nil
+        graphHead.n_metadata_props = 0; graphHead.metadata_props = nil
+        graphHead.base.n_unknown_fields = 0; graphHead.base.unknown_fields = nil
+        graphTail.n_node = 0; graphTail.node = nil
+        graphTail.has_name = 0
+
+        try sink.pack { onnx__model_proto__pack_to_buffer(&before, $0) }
+        sink.appendVarint(7 << 3 | 2)
+        sink.appendVarint(UInt64(onnx__graph_proto__get_packed_size(held.graph) + held.fieldsSize))
+        try sink.pack { onnx__graph_proto__pack_to_buffer(&graphHead, $0) }
+        let scratch = CArena()
+        let asIs = ProtoEncoder(arena: scratch, placement: { _, _ in .asIs })
+        var next = 0
+        for (i, t) in held.tensors.enumerated() {
+            let built: UnsafeMutablePointer<Onnx__TensorProto>
+            if next < held.prebuilt.count, held.prebuilt[next].index == i {
+                built = held.prebuilt[next].tensor
+                next += 1
+            } else {
+                scratch.reset()
+                built = try asIs.tensor(t, placed: .asIs)
+            }
+            sink.appendVarint(5 << 3 | 2)
+            sink.appendVarint(UInt64(onnx__tensor_proto__get_packed_size(built)))
+            try sink.pack { onnx__tensor_proto__pack_to_buffer(built, $0) }
+        }
+        scratch.reset()
+        try sink.pack { onnx__graph_proto__pack_to_buffer(&graphTail, $0) }
+        try sink.pack { onnx__model_proto__pack_to_buffer(&after, $0) }
+        guard sink.written - start == packedSize else {
+            throw ModelFileError(file: sink.displayName, "internal error: wrote \(sink.written - start) bytes of a \(packedSize)-byte message")
         }
     }
 }

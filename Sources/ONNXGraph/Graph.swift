@@ -158,19 +158,19 @@ public struct Value: Sendable {
 extension Graph {
     /// What the graph knows about the value called `name`.
     public func value(named name: String) -> Value {
-        let idx = index.built(for: self)
+        let e = index.built(for: self).entries[name]
         return Value(
             name: name,
-            producer: idx.producers[name].map { ($0.node, $0.output) },
-            uses: idx.uses[name] ?? [],
-            isGraphInput: idx.inputNames.contains(name),
-            isGraphOutput: idx.outputNames.contains(name),
-            initializer: idx.initializers[name])
+            producer: e?.producer.map { ($0.node, $0.output) },
+            uses: e?.uses ?? [],
+            isGraphInput: e?.isInput ?? false,
+            isGraphOutput: e?.isOutput ?? false,
+            initializer: e?.initializer)
     }
 
     /// The initializer called `name`, if any.
     public func initializer(named name: String) -> Tensor? {
-        index.built(for: self).initializers[name].map { self[$0] }
+        index.built(for: self).entries[name]?.initializer.map { self[$0] }
     }
 
     /// Every name this graph (and the graphs inside it) defines or reads:
@@ -183,8 +183,8 @@ extension Graph {
 
     /// `base` if no name in the graph equals it, else `base_1`, `base_2`, …
     public func uniqueName(_ base: String, avoiding extra: Set<String> = []) -> String {
-        let counts = index.built(for: self).nameCounts
-        func taken(_ name: String) -> Bool { counts[name] != nil || extra.contains(name) }
+        let entries = index.built(for: self).entries
+        func taken(_ name: String) -> Bool { entries[name] != nil || extra.contains(name) }
         if !taken(base) { return base }
         var n = 1
         while taken("\(base)_\(n)") { n += 1 }
@@ -200,27 +200,75 @@ extension Graph {
 /// counted, not just collected, so that removing the last occurrence of a
 /// name frees it for ``Graph/uniqueName(_:avoiding:)`` exactly as a rebuild
 /// would.
+///
+/// One dictionary, name → ``Entry``, holds everything known about a name
+/// (producer, uses, initializer, whether it is a graph input or output, and
+/// its occurrence counts). Six dictionaries and two sets keyed by name, as
+/// before, hashed every name up to six times per occurrence and held as many
+/// hash entries — string hashing was a fifth of the fold time of a
+/// 4,000-block chain, and the entries most of the index's memory on a graph
+/// of a million initializers. An entry exists exactly while its name occurs
+/// somewhere (a default entry is removed), so a patched index compares equal
+/// to a rebuilt one.
 final class GraphIndex: Equatable, @unchecked Sendable {
     struct Producer: Equatable { var node: NodeID; var output: Int }
+
+    /// Everything the index knows about one name.
+    struct Entry: Equatable {
+        /// The first node output of this name.
+        var producer: Producer?
+        /// Reads in node order (see ``Built/precedes(_:_:)``).
+        var uses: [Use] = []
+        /// The first initializer of this name.
+        var initializer: InitializerID?
+        var isInput = false
+        var isOutput = false
+        /// Occurrences of the name anywhere in the graph and its subgraphs
+        /// (values, initializers, node names).
+        var occurrences: Int32 = 0
+        /// Reads (node inputs, graph outputs, captures of subgraphs) and
+        /// definitions (inputs, initializers, node outputs): captured names
+        /// are read and not defined.
+        var reads: Int32 = 0
+        var definitions: Int32 = 0
+
+        /// Counts below zero (a removal the index was never told the
+        /// addition of) read as zero, as a rebuild would have them.
+        mutating func clamp() {
+            if occurrences < 0 { occurrences = 0 }
+            if reads < 0 { reads = 0 }
+            if definitions < 0 { definitions = 0 }
+        }
+
+        var isEmpty: Bool {
+            producer == nil && uses.isEmpty && initializer == nil && !isInput && !isOutput
+                && occurrences == 0 && reads == 0 && definitions == 0
+        }
+    }
+
     struct Built: Equatable {
-        var producers: [String: Producer] = [:]
-        var uses: [String: [Use]] = [:]
-        var inputNames: Set<String> = []
-        var outputNames: Set<String> = []
-        var initializers: [String: InitializerID] = [:]
+        var entries: [String: Entry] = [:]
         /// Whether two initializers share a name (invalid, but read): then
         /// removal by name must look at every slot.
         var repeatsInitializerNames = false
-        /// Occurrences of every name the graph (and its subgraphs) holds.
-        var nameCounts: [String: Int] = [:]
-        /// Reads (node inputs, graph outputs, captures of subgraphs) and
-        /// definitions (inputs, initializers, node outputs) per name:
-        /// captured names are read and not defined.
-        var readCounts: [String: Int] = [:]
-        var definedCounts: [String: Int] = [:]
 
-        var allNames: Set<String> { Set(nameCounts.keys) }
-        var captured: Set<String> { Set(readCounts.keys.filter { definedCounts[$0] == nil }) }
+        var allNames: Set<String> { Set(entries.keys) }
+        var captured: Set<String> { Set(entries.lazy.filter { $0.value.reads > 0 && $0.value.definitions == 0 }.map(\.key)) }
+
+        /// Changes the entry of `name` (made if missing, removed when it
+        /// ends up empty): one hash of the name when it is already known.
+        mutating func update(_ name: String, _ body: (inout Entry) -> Void) {
+            if let i = entries.index(forKey: name) {
+                body(&entries.values[i])
+                entries.values[i].clamp()
+                if entries.values[i].isEmpty { entries.remove(at: i) }
+            } else {
+                var e = Entry()
+                body(&e)
+                e.clamp()
+                if !e.isEmpty { entries[name] = e }
+            }
+        }
     }
     private(set) var current: Built?
 
@@ -242,49 +290,55 @@ final class GraphIndex: Equatable, @unchecked Sendable {
 
     static func build(_ graph: Graph) -> Built {
         var b = Built()
+        b.entries.reserveCapacity(graph.initializerStore.count + graph.nodeStore.count)
+        var repeats = false
         for slot in graph.initializerStore.liveSlots {
-            let t = graph.initializerStore[slot]
-            if let n = t.name { if b.initializers[n] == nil { b.initializers[n] = InitializerID(slot) } else { b.repeatsInitializerNames = true } }
-            if let n = t.name { b.count(n); b.define(n) }
+            guard let n = graph.initializerStore[slot].name else { continue }
+            b.update(n) { e in
+                if e.initializer == nil { e.initializer = InitializerID(slot) } else { repeats = true }
+                e.occurrences += 1; e.definitions += 1
+            }
         }
-        for sparse in graph.sparseInitializers { if let n = sparse.values?.name { b.count(n); b.define(n) } }
-        for v in graph.inputs { if let n = v.name { b.inputNames.insert(n); b.count(n); b.define(n) } }
-        for v in graph.outputs { if let n = v.name { b.outputNames.insert(n); b.count(n); b.read(n) } }
+        b.repeatsInitializerNames = repeats
+        for sparse in graph.sparseInitializers {
+            if let n = sparse.values?.name { b.update(n) { $0.occurrences += 1; $0.definitions += 1 } }
+        }
+        for v in graph.inputs {
+            if let n = v.name { b.update(n) { $0.isInput = true; $0.occurrences += 1; $0.definitions += 1 } }
+        }
+        for v in graph.outputs {
+            if let n = v.name { b.update(n) { $0.isOutput = true; $0.occurrences += 1; $0.reads += 1 } }
+        }
         for slot in graph.nodeStore.liveSlots {
             let node = graph.nodeStore[slot], i = NodeID(slot)
             for (slot, input) in node.inputs.enumerated() where !input.isEmpty {
-                b.uses[input, default: []].append(Use(node: i, input: slot))
-                b.count(input); b.read(input)
+                b.update(input) { e in
+                    e.uses.append(Use(node: i, input: slot))
+                    e.occurrences += 1; e.reads += 1
+                }
             }
             var capturedHere: Set<String> = []
             for sub in node.subgraphs {
                 let subIndex = sub.index.built(for: sub)
                 capturedHere.formUnion(subIndex.captured)
-                for n in subIndex.nameCounts.keys { b.count(n) }
+                for n in subIndex.entries.keys { b.update(n) { $0.occurrences += 1 } }
             }
             for name in capturedHere.sorted() {
-                b.uses[name, default: []].append(Use(node: i, input: nil))
-                b.read(name)
+                b.update(name) { e in
+                    e.uses.append(Use(node: i, input: nil))
+                    e.reads += 1
+                }
             }
             for (slot, output) in node.outputs.enumerated() where !output.isEmpty {
-                if b.producers[output] == nil { b.producers[output] = Producer(node: i, output: slot) }
-                b.count(output); b.define(output)
+                b.update(output) { e in
+                    if e.producer == nil { e.producer = Producer(node: i, output: slot) }
+                    e.occurrences += 1; e.definitions += 1
+                }
             }
-            if let n = node.name { b.count(n) }
+            if let n = node.name { b.update(n) { $0.occurrences += 1 } }
         }
         return b
     }
 
     static func == (lhs: GraphIndex, rhs: GraphIndex) -> Bool { true }
-}
-
-extension GraphIndex.Built {
-    mutating func count(_ name: String, by delta: Int = 1) { Self.add(delta, to: name, in: &nameCounts) }
-    mutating func read(_ name: String, by delta: Int = 1) { Self.add(delta, to: name, in: &readCounts) }
-    mutating func define(_ name: String, by delta: Int = 1) { Self.add(delta, to: name, in: &definedCounts) }
-
-    static func add(_ delta: Int, to name: String, in counts: inout [String: Int]) {
-        let n = (counts[name] ?? 0) + delta
-        counts[name] = n > 0 ? n : nil
-    }
 }

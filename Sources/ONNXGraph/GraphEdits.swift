@@ -54,19 +54,23 @@ extension Graph {
         touched(node)
         patchIndex(checking: false) { b in
             if !old.isEmpty {
-                if b.producers[old] == GraphIndex.Producer(node: node, output: slot) { b.producers[old] = nil }
-                b.count(old, by: -1); b.define(old, by: -1)
+                b.update(old) { e in
+                    if e.producer == GraphIndex.Producer(node: node, output: slot) { e.producer = nil }
+                    e.occurrences -= 1; e.definitions -= 1
+                }
             }
             if !name.isEmpty {
-                if let p = b.producers[name], p.node < node || (p.node == node && p.output < slot) {} else {
-                    b.producers[name] = GraphIndex.Producer(node: node, output: slot)
+                b.update(name) { e in
+                    if let p = e.producer, p.node < node || (p.node == node && p.output < slot) {} else {
+                        e.producer = GraphIndex.Producer(node: node, output: slot)
+                    }
+                    e.occurrences += 1; e.definitions += 1
                 }
-                b.count(name); b.define(name)
             }
         }
         // Another node may produce the old name too (invalid, but then it is
         // now the producer): only a rebuild knows; rare enough to pay for.
-        if !old.isEmpty, index.current != nil, index.current?.definedCounts[old] != nil, index.current?.producers[old] == nil {
+        if !old.isEmpty, let e = index.current?.entries[old], e.definitions > 0, e.producer == nil {
             dropIndex()
         }
         checkIndex()
@@ -97,10 +101,12 @@ extension Graph {
         patchIndex(checking: false) { b in
             for (slot, input) in node.inputs.enumerated() { b.addUse(Use(node: id, input: slot), of: input) }
             for (slot, output) in node.outputs.enumerated() where !output.isEmpty {
-                if b.producers[output] == nil { b.producers[output] = GraphIndex.Producer(node: id, output: slot) }
-                b.count(output); b.define(output)
+                b.update(output) { e in
+                    if e.producer == nil { e.producer = GraphIndex.Producer(node: id, output: slot) }
+                    e.occurrences += 1; e.definitions += 1
+                }
             }
-            if let n = node.name { b.count(n) }
+            if let n = node.name { b.update(n) { $0.occurrences += 1 } }
         }
         checkIndex()
         return id
@@ -122,8 +128,12 @@ extension Graph {
         let id = InitializerID(initializerStore.append(tensor))
         patchIndex { b in
             guard let n = tensor.name else { return }
-            if b.initializers[n] == nil { b.initializers[n] = id } else { b.repeatsInitializerNames = true }
-            b.count(n); b.define(n)
+            var repeated = false
+            b.update(n) { e in
+                if e.initializer == nil { e.initializer = id } else { repeated = true }
+                e.occurrences += 1; e.definitions += 1
+            }
+            if repeated { b.repeatsInitializerNames = true }
         }
         return id
     }
@@ -136,7 +146,7 @@ extension Graph {
         let indexed = index.current
         var removed: [(Int, String)] = []
         if let indexed, !indexed.repeatsInitializerNames {
-            removed = names.compactMap { n in indexed.initializers[n].map { ($0.raw, n) } }
+            removed = names.compactMap { n in indexed.entries[n]?.initializer.map { ($0.raw, n) } }
         } else {
             removed = initializerStore.liveSlots.compactMap { slot in
                 initializerStore[slot].name.flatMap { names.contains($0) ? (slot, $0) : nil }
@@ -146,8 +156,10 @@ extension Graph {
         for (slot, _) in removed { initializerStore.erase(slot) }
         patchIndex { b in
             for (_, n) in removed {
-                b.initializers[n] = nil
-                b.count(n, by: -1); b.define(n, by: -1)
+                b.update(n) { e in
+                    e.initializer = nil
+                    e.occurrences -= 1; e.definitions -= 1
+                }
             }
         }
     }
@@ -159,8 +171,10 @@ extension Graph {
         storedInputs.removeAll { $0.name.map(names.contains) ?? false }
         patchIndex { b in
             for n in gone {
-                b.inputNames.remove(n)
-                b.count(n, by: -1); b.define(n, by: -1)
+                b.update(n) { e in
+                    e.isInput = false
+                    e.occurrences -= 1; e.definitions -= 1
+                }
             }
         }
     }
@@ -192,15 +206,20 @@ extension Graph {
             for (id, node) in gone {
                 for (slot, input) in node.inputs.enumerated() { b.removeUse(Use(node: id, input: slot), of: input) }
                 for (slot, output) in node.outputs.enumerated() where !output.isEmpty {
-                    if b.producers[output] == GraphIndex.Producer(node: id, output: slot) { b.producers[output] = nil }
-                    b.count(output, by: -1); b.define(output, by: -1)
+                    b.update(output) { e in
+                        if e.producer == GraphIndex.Producer(node: id, output: slot) { e.producer = nil }
+                        e.occurrences -= 1; e.definitions -= 1
+                    }
                 }
-                if let n = node.name { b.count(n, by: -1) }
+                if let n = node.name { b.update(n) { $0.occurrences -= 1 } }
             }
         }
         // A value whose producer went may still be produced by another node
         // (an invalid graph): only a rebuild finds it.
-        if let b = index.current, gone.contains(where: { $0.1.outputs.contains { !$0.isEmpty && b.producers[$0] == nil && b.definedCounts[$0] != nil } }) {
+        if let b = index.current, gone.contains(where: { $0.1.outputs.contains { name in
+            guard !name.isEmpty, let e = b.entries[name] else { return false }
+            return e.producer == nil && e.definitions > 0
+        } }) {
             dropIndex()
         }
         checkIndex()
@@ -242,12 +261,10 @@ extension Graph {
             // the repeat is gone.
             if current.repeatsInitializerNames { rebuilt.repeatsInitializerNames = true }
             if current != rebuilt {
-                let fields = [("producers", current.producers == rebuilt.producers), ("uses", current.uses == rebuilt.uses),
-                              ("inputs", current.inputNames == rebuilt.inputNames), ("outputs", current.outputNames == rebuilt.outputNames),
-                              ("initializers", current.initializers == rebuilt.initializers), ("names", current.nameCounts == rebuilt.nameCounts),
-                              ("reads", current.readCounts == rebuilt.readCounts), ("definitions", current.definedCounts == rebuilt.definedCounts)]
-                preconditionFailure("graph index out of date after an edit: \(fields.filter { !$0.1 }.map(\.0)) "
-                                    + "patched \(current) rebuilt \(rebuilt)")
+                let names = Set(current.entries.keys).union(rebuilt.entries.keys)
+                    .filter { current.entries[$0] != rebuilt.entries[$0] }.sorted().prefix(10)
+                let differences = names.map { "\($0): patched \(String(describing: current.entries[$0])) rebuilt \(String(describing: rebuilt.entries[$0]))" }
+                preconditionFailure("graph index out of date after an edit: " + differences.joined(separator: "; "))
             }
         }
         #endif
@@ -263,17 +280,19 @@ extension GraphIndex.Built {
 
     mutating func addUse(_ use: Use, of name: String) {
         guard !name.isEmpty else { return }
-        var list = uses[name] ?? []
-        let at = list.firstIndex { Self.precedes(use, $0) } ?? list.count
-        list.insert(use, at: at)
-        uses[name] = list
-        count(name); read(name)
+        update(name) { e in
+            let at = e.uses.firstIndex { Self.precedes(use, $0) } ?? e.uses.count
+            e.uses.insert(use, at: at)
+            e.occurrences += 1; e.reads += 1
+        }
     }
 
     mutating func removeUse(_ use: Use, of name: String) {
-        guard !name.isEmpty, var list = uses[name], let at = list.firstIndex(of: use) else { return }
-        list.remove(at: at)
-        uses[name] = list.isEmpty ? nil : list
-        count(name, by: -1); read(name, by: -1)
+        guard !name.isEmpty, let i = entries.index(forKey: name), let at = entries.values[i].uses.firstIndex(of: use) else { return }
+        entries.values[i].uses.remove(at: at)
+        entries.values[i].occurrences -= 1
+        entries.values[i].reads -= 1
+        entries.values[i].clamp()
+        if entries.values[i].isEmpty { entries.remove(at: i) }
     }
 }
