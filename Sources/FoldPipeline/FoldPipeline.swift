@@ -91,6 +91,9 @@ public struct FoldPipeline {
             throw ModelFileError(file: output, "is the input file; pass --in-place to overwrite it")
         }
         var model = try FoldPipeline.readValidModel(input)
+        // The graph as validated: a run whose passes changed nothing need
+        // not have the writer validate it again.
+        let validatedRevision = model.graph?.revision
         // Every file of the input, listed from the model as read: the passes
         // may drop every tensor that lived in a data file, and that file
         // must still never be written.
@@ -124,6 +127,7 @@ public struct FoldPipeline {
         let afterVerify = clock.now
         // The input and its data files must survive whatever the output names.
         var options = writeOptions
+        if model.graph?.revision == validatedRevision { options.validatesModel = false }
         options.protectedFiles += [input] + inputDataFiles
         var inputInfo = stat()
         if options.newFileMode == nil, stat(input, &inputInfo) == 0 { options.newFileMode = UInt32(inputInfo.st_mode) & 0o777 }

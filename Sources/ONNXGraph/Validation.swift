@@ -94,6 +94,7 @@ private struct GraphValidator {
         // An initializer may also be listed as an input (its default value).
         var defined = initializerNames.union(inputNames)
         var producedLater: [String: Int] = [:]
+        producedLater.reserveCapacity(graph.nodeCount)
         for (i, node) in graph.nodes.enumerated() {
             for output in node.outputs where !output.isEmpty && producedLater[output] == nil {
                 producedLater[output] = i
@@ -151,6 +152,7 @@ private struct GraphValidator {
     /// The names as a set, or an error for a missing or repeated one.
     func uniqueNames(_ names: [String?], what: String, twice: String) throws -> Set<String> {
         var seen: Set<String> = []
+        seen.reserveCapacity(names.count)   // no growth copies of a million-name set
         for name in names {
             guard let name, !name.isEmpty else { throw ModelValidationError("an \(what) of the \(path) has no name") }
             guard seen.insert(name).inserted else { throw ModelValidationError("\(what) '\(name)' \(twice) in the \(path)") }
@@ -162,6 +164,7 @@ private struct GraphValidator {
     /// typed graph inputs, outputs and value_info entries.
     func knownTensorTypes() -> [String: DataType] {
         var types: [String: DataType] = [:]
+        types.reserveCapacity(graph.inputs.count + graph.valueInfo.count + graph.outputs.count + graph.initializerStore.count)
         for v in graph.inputs + graph.valueInfo + graph.outputs {
             if let name = v.name, let elem = v.type?.tensorType?.elementType { types[name] = elem }
         }
