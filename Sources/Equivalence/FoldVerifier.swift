@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import ONNXGraph
 import GraphPasses
 import ReferenceRuntime
@@ -105,64 +106,108 @@ public enum FoldVerifier {
     /// 1-based number and its label (`bn1 folded into conv1`), for a status line.
     public static func verify(_ records: [RewriteRecord], irVersion: Int64?, opsetImports: [OperatorSetID],
                               seed: UInt64 = 0, progress: ((_ pair: Int, _ label: String) -> Void)? = nil) -> [PairResult] {
-        var results: [PairResult] = []
-        var cuts: [(a: Model, b: Model)?] = []
-        for record in records {
-            let (result, cut) = self.cut(record, irVersion: irVersion, opsetImports: opsetImports)
-            results.append(result)
-            cuts.append(cut)
+        let run = PairRun(records, irVersion: irVersion, opsetImports: opsetImports, seed: seed, progress: progress)
+        run.work()
+        return run.results
+    }
+
+    /// The pair checks of a list of records as a queue of jobs that one or
+    /// more threads work off (``work()``), each job one pair or one batch.
+    ///
+    /// Small pairs of one element type run together, as one model per side
+    /// with every pair's names prefixed: the per-run costs (models,
+    /// interpreters, input set-up) are paid once per batch instead of per
+    /// pair. Sampled or large pairs run alone. The verdicts do not depend on
+    /// how many threads work or in what order: each job's seed is fixed by
+    /// its first pair.
+    public final class PairRun: @unchecked Sendable {
+        private let seed: UInt64
+        private let progress: ((Int, String) -> Void)?
+        private var cuts: [(a: Model, b: Model)?] = []
+        private var slots: [PairResult] = []
+        private var jobs: [[Int]] = []
+        private let state = Mutex(0)   // the next job
+        private let resultsLock = Mutex(())
+
+        public init(_ records: [RewriteRecord], irVersion: Int64?, opsetImports: [OperatorSetID], seed: UInt64 = 0,
+                    progress: ((_ pair: Int, _ label: String) -> Void)? = nil) {
+            self.seed = seed
+            self.progress = progress
+            for record in records {
+                let (result, cut) = FoldVerifier.cut(record, irVersion: irVersion, opsetImports: opsetImports)
+                slots.append(result)
+                cuts.append(cut)
+            }
+            var batch: [Int] = []
+            var batchBytes = 0
+            for i in records.indices {
+                guard let cut = cuts[i] else { jobs.append([i]); continue }
+                let bytes = initializerBytes(cut.a.graph ?? Graph()) + initializerBytes(cut.b.graph ?? Graph())
+                let alone = slots[i].channelsChecked < slots[i].channels || bytes > pairBatchBytes
+                let type = cut.a.graph?.inputs.first?.type?.tensorType?.elementType
+                if let last = batch.last, alone || batchBytes + bytes > pairBatchBytes || batch.count >= pairBatchSize
+                    || cuts[last]!.a.graph?.inputs.first?.type?.tensorType?.elementType != type {
+                    jobs.append(batch)
+                    (batch, batchBytes) = ([], 0)
+                }
+                if alone {
+                    jobs.append([i])
+                } else {
+                    batch.append(i)
+                    batchBytes += bytes
+                }
+            }
+            if !batch.isEmpty { jobs.append(batch) }
         }
-        // Small pairs of one element type run together, as one model per
-        // side with every pair's names prefixed: the per-run costs (models,
-        // interpreters, input set-up) are paid once per batch instead of per
-        // pair. Sampled or large pairs run alone.
-        var batch: [Int] = []
-        var batchBytes = 0
-        func run(_ members: [Int]) {
+
+        /// Every pair's result, in record order (complete once every
+        /// thread's ``work()`` has returned).
+        public var results: [PairResult] { resultsLock.withLock { _ in slots } }
+
+        /// Takes jobs until none is left; any number of threads may call it at once.
+        public func work() {
+            while true {
+                let next: Int? = state.withLock { n in
+                    guard n < jobs.count else { return nil }
+                    n += 1
+                    return n - 1
+                }
+                guard let next else { return }
+                run(jobs[next])
+            }
+        }
+
+        private func run(_ members: [Int]) {
             guard let first = members.first else { return }
-            for i in members { progress?(i + 1, results[i].label) }
+            var local = resultsLock.withLock { _ in members.map { slots[$0] } }
+            for (k, i) in members.enumerated() { progress?(i + 1, local[k].label) }
+            defer { resultsLock.withLock { _ in for (k, i) in members.enumerated() { slots[i] = local[k] } } }
+            guard cuts[first] != nil else { return }   // could not be cut out: the result says why
             if members.count == 1 {
-                compare(cuts[first]!, into: &results[first], seed: seed &+ UInt64(first))
+                FoldVerifier.compare(cuts[first]!, into: &local[0], seed: seed &+ UInt64(first))
                 return
             }
             let prefixes = members.map { "bnfold_pair\($0)/" }
             let a = merged(members.map { cuts[$0]!.a }, prefixes: prefixes)
             let b = merged(members.map { cuts[$0]!.b }, prefixes: prefixes)
             if let report = try? EquivalenceChecker(a: a, b: b).compare(samples: 1, seed: seed &+ UInt64(first)) {
-                for (k, i) in members.enumerated() {
-                    let name = prefixes[k] + results[i].output
+                for k in members.indices {
+                    let name = prefixes[k] + local[k].output
                     if var comparison = report.outputs.first(where: { $0.name == name }) {
-                        comparison.name = results[i].output
-                        results[i].comparison = comparison
+                        comparison.name = local[k].output
+                        local[k].comparison = comparison
                     } else {
-                        results[i].problem = "the pair produced no output"
+                        local[k].problem = "the pair produced no output"
                     }
                 }
             } else {
                 // Whatever stopped the batch (a budget, a pair that cannot
                 // run) is found and reported pair by pair.
-                for i in members { compare(cuts[i]!, into: &results[i], seed: seed &+ UInt64(i)) }
+                for (k, i) in members.enumerated() {
+                    FoldVerifier.compare(cuts[i]!, into: &local[k], seed: seed &+ UInt64(i))
+                }
             }
         }
-        for i in records.indices {
-            guard let cut = cuts[i] else { progress?(i + 1, results[i].label); continue }
-            let bytes = initializerBytes(cut.a.graph ?? Graph()) + initializerBytes(cut.b.graph ?? Graph())
-            let alone = results[i].channelsChecked < results[i].channels || bytes > pairBatchBytes
-            let type = cut.a.graph?.inputs.first?.type?.tensorType?.elementType
-            if let last = batch.last, alone || batchBytes + bytes > pairBatchBytes || batch.count >= pairBatchSize
-                || cuts[last]!.a.graph?.inputs.first?.type?.tensorType?.elementType != type {
-                run(batch)
-                (batch, batchBytes) = ([], 0)
-            }
-            if alone {
-                run([i])
-            } else {
-                batch.append(i)
-                batchBytes += bytes
-            }
-        }
-        run(batch)
-        return results
     }
 
     /// Pairs run together hold at most this many bytes of constants (16 MiB)…

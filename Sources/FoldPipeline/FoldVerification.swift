@@ -77,18 +77,25 @@ public struct FoldVerification: Sendable {
             let done = DispatchGroup()
             let box = Unchecked((original, folded, inputs))
             let result = ResultBox()
+            let pairRun = FoldVerifier.PairRun(records, irVersion: folded.irVersion, opsetImports: folded.opsetImports,
+                                               progress: progress.map { _ in { status.pair(FoldVerification.pairStatus($0, of: expected, $1)) } })
+            // The second thread runs the whole model, then helps with the
+            // pairs that are left; this one works on the pairs.
             DispatchQueue.global().async(group: done) {
                 let (original, folded, inputs) = box.value
-                result.whole = MemoryBudget.$inForce.withValue(half) {
+                MemoryBudget.$inForce.withValue(half) {
                     Parallelism.$threadOverride.withValue(threads) {
-                        FoldVerifier.verifyWholeModel(original: original, folded: folded, shapes: inputs.shapes, given: inputs.given,
-                                                      progress: { status.whole(FoldVerification.wholeModelStatus($0)) })
+                        result.whole = FoldVerifier.verifyWholeModel(
+                            original: original, folded: folded, shapes: inputs.shapes, given: inputs.given,
+                            progress: status.shows ? { status.whole(FoldVerification.wholeModelStatus($0)) } : nil)
+                        pairRun.work()
                     }
                 }
             }
-            pairs = MemoryBudget.$inForce.withValue(half) { checkPairs() }
+            MemoryBudget.$inForce.withValue(half) { pairRun.work() }
             status.pairsDone()
             done.wait()
+            pairs = pairRun.results
             whole = result.whole
             // What the halves refused, alone under the whole budget.
             if case .skipped(let reason)? = whole, reason.hasPrefix("cannot run") { whole = checkWhole() }
@@ -154,6 +161,8 @@ private final class Status: @unchecked Sendable {
     private let lock = NSLock()
     private var pairsFinished = false
     init(_ show: ((String) -> Void)?) { self.show = show }
+    /// False when nobody watches: runs then skip their per-node reports.
+    var shows: Bool { show != nil }
     func pair(_ line: String) { lock.withLock { show?(line) } }
     func whole(_ line: String) { lock.withLock { if pairsFinished { show?(line) } } }
     func pairsDone() { lock.withLock { pairsFinished = true } }
