@@ -130,7 +130,7 @@ extension PassContext {
     public func declaredElementType(of name: String, in graph: Graph) -> DataType? {
         if case .success(let (tensor, _)) = constant(named: name, in: graph) { return tensor.elementType }
         for g in [graph] + scope.enclosingGraphs.reversed() {
-            for info in g.inputs + g.outputs + g.valueInfo where info.name == name {
+            for info in g.declarations(of: name) {
                 if let type = info.type?.tensorType?.elementType, type != .undefined { return type }
             }
         }

@@ -114,7 +114,7 @@ extension Graph {
             removeInputs(named: deadInitializers)
         }
         guard !dead.isEmpty else { return }
-        valueInfo.removeAll { $0.name.map(dead.contains) ?? false }
+        removeValueInfo(named: dead)
     }
 
     /// ``removeDeadValues(_:keeping:)`` keeping the values the context pins

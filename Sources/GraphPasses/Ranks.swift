@@ -21,7 +21,7 @@ extension Graph {
     ]
 
     private func declaredRank(of name: String, depth: Int) -> Int? {
-        for info in inputs + outputs + valueInfo where info.name == name {
+        for info in declarations(of: name) {
             if let shape = info.type?.tensorType?.shape { return shape.dims.count }
         }
         if let t = initializer(named: name) { return t.dims.count }

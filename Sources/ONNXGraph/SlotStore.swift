@@ -39,6 +39,7 @@ protocol Tombstone { static var tombstone: Self { get } }
 
 extension Node: Tombstone { static var tombstone: Node { Node(opType: "", inputs: [], outputs: []) } }
 extension Tensor: Tombstone { static var tombstone: Tensor { Tensor(name: nil, elementType: .undefined, dims: []) } }
+extension ValueInfo: Tombstone { static var tombstone: ValueInfo { ValueInfo(name: nil) } }
 
 /// Elements in order with O(1) erasure: erased slots are marked, not
 /// removed, so the slots of the others (their IDs) never move.
