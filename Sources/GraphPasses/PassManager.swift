@@ -88,20 +88,34 @@ public struct PassManager {
         var applied: [Remark] = []
         var lastMissed: [Remark] = []
         var log = ChangeLog()
+        /// Per pass (by position): the graph's revision after its last run, and that run's misses.
+        var lastRun: [Int: (revision: UInt64, missed: [Remark])] = [:]
         var iterations = 0
         var changed = true
         while changed && iterations < maxIterations {
             changed = false
             iterations += 1
             var round: [Remark] = []
-            for pass in activePasses {
-                if try run(pass, on: &graph, context: context, remarks: &round, log: &log) {
+            var made: [Remark] = []
+            for (k, pass) in activePasses.enumerated() {
+                // A pass is a function of the graph: given the graph it last
+                // left (nothing changed it since, `Graph.revision` says),
+                // it would change nothing and say what it said then.
+                if let seen = lastRun[k], seen.revision == graph.revision {
+                    round += seen.missed
+                    continue
+                }
+                var mine: [Remark] = []
+                if try run(pass, on: &graph, context: context, remarks: &mine, log: &log) {
                     changed = true
                     try Self.checkValid(graph, of: model, after: pass)
                 }
+                lastRun[k] = (graph.revision, mine.filter { $0.kind == .missed })
+                round += mine
+                made += mine
             }
-            log.remarks += round
-            applied += round.filter { $0.kind == .applied }
+            log.remarks += made
+            applied += made.filter { $0.kind == .applied }
             lastMissed = round.filter { $0.kind == .missed }
         }
         return Report(remarks: applied + Self.verdicts(lastMissed), log: log.remarks, records: log.records,
@@ -183,7 +197,7 @@ public struct PassManager {
         }
         var changed = modified
         var noLongerRead: Set<String> = []
-        for id in graph.nodeIDs where !graph[id].subgraphs.isEmpty {
+        for id in graph.nodeIDs where graph[id].holdsSubgraphs {
             var node = graph[id]
             let label = graph.label(id)
             let readBefore = Self.outerNamesRead(by: node)

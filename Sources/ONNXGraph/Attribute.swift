@@ -53,7 +53,7 @@ public struct Attribute: Equatable {
     }
     public var tp: TypeProto? { get { boxedTP?.value } set { boxedTP = newValue.map(Boxed.init) } }
     private var boxedT: Boxed<Tensor>?
-    private var boxedG: Boxed<Graph>?
+    private(set) var boxedG: Boxed<Graph>?
     private var boxedSparseTensor: Boxed<SparseTensor>?
     private var boxedTP: Boxed<TypeProto>?
     public var floats: [Float] = []

@@ -108,8 +108,12 @@ public struct Graph: Equatable {
 extension Graph {
     /// The node with this ID (which must be live: see ``contains(_:)``).
     public subscript(_ id: NodeID) -> Node {
-        precondition(nodeStore.isLive(id.raw), "\(id) is not in the graph")
-        return nodeStore[id.raw]
+        // Yielded, not returned: `graph[id].opType` reads one field of the
+        // stored node instead of copying (retaining) all of them.
+        _read {
+            precondition(nodeStore.isLive(id.raw), "\(id) is not in the graph")
+            yield nodeStore[id.raw]
+        }
     }
 
     /// Whether the node with this ID is in the graph (not erased).
@@ -132,8 +136,10 @@ extension Graph {
 
     /// The initializer with this ID (from ``Value/initializer``).
     public subscript(_ id: InitializerID) -> Tensor {
-        precondition(initializerStore.isLive(id.raw), "\(id) is not in the graph")
-        return initializerStore[id.raw]
+        _read {
+            precondition(initializerStore.isLive(id.raw), "\(id) is not in the graph")
+            yield initializerStore[id.raw]
+        }
     }
 
     /// How to name a node in messages (see ``Node/displayName(index:)``): by
@@ -379,7 +385,7 @@ final class GraphIndex: Equatable, @unchecked Sendable {
                 }
             }
             var capturedHere: Set<String> = []
-            for sub in node.subgraphs {
+            for sub in node.holdsSubgraphs ? node.subgraphs : [] {
                 let subIndex = sub.index.built(for: sub)
                 capturedHere.formUnion(subIndex.captured)
                 for n in subIndex.entries.keys { b.update(n) { $0.occurrences += 1 } }

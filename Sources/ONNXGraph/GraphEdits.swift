@@ -85,7 +85,7 @@ extension Graph {
         touched(node)
         let after = nodeStore[node.raw]
         if before.inputs != after.inputs || before.outputs != after.outputs || before.name != after.name
-            || !before.subgraphs.isEmpty || !after.subgraphs.isEmpty {
+            || before.holdsSubgraphs || after.holdsSubgraphs {
             dropIndex()
         }
     }
@@ -97,7 +97,7 @@ extension Graph {
     public mutating func appendNode(_ node: Node) -> NodeID {
         let id = NodeID(nodeStore.append(node))
         touched(id)
-        if !node.subgraphs.isEmpty { dropIndex(); return id }
+        if node.holdsSubgraphs { dropIndex(); return id }
         patchIndex(checking: false) { b in
             for (slot, input) in node.inputs.enumerated() { b.addUse(Use(node: id, input: slot), of: input) }
             for (slot, output) in node.outputs.enumerated() where !output.isEmpty {
@@ -198,7 +198,7 @@ extension Graph {
             }
         }
         for id in ids { nodeStore.erase(id.raw); touched(id) }
-        if gone.contains(where: { !$0.1.subgraphs.isEmpty }) {
+        if gone.contains(where: { $0.1.holdsSubgraphs }) {
             dropIndex()
             return
         }

@@ -69,6 +69,9 @@ public struct Node: Equatable {
 
     /// Graphs held by this node's attributes (If/Loop/Scan bodies).
     public var subgraphs: [Graph] { attributes.flatMap(\.subgraphs) }
+    /// Whether any attribute holds a graph: what ``subgraphs`` answers
+    /// without building the list (asked of every node, in every pass).
+    public var holdsSubgraphs: Bool { attributes.contains { $0.boxedG != nil || !$0.graphs.isEmpty } }
 }
 
 /// Where a node came from: its position in its graph when the model was

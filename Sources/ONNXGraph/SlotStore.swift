@@ -75,7 +75,9 @@ struct SlotStore<Element: Equatable & Tombstone>: Equatable {
     }
 
     subscript(slot: Int) -> Element {
-        get { slots[slot] }
+        // A borrow, not a copy: `store[slot].inputs` must not retain every
+        // field of the element (Node copies were a third of a fold's time).
+        _read { yield slots[slot] }
         set { slots[slot] = newValue; view = LiveView() }
     }
 

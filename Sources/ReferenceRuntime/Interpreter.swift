@@ -115,7 +115,7 @@ public struct Interpreter {
     /// subgraphs. Empty means the whole graph can run.
     public static func unsupportedNodes(in graph: Graph) -> [(node: String, opType: String)] {
         graph.nodes.enumerated().compactMap { index, node in
-            let ok = node.isDefaultDomain && kernels[node.opType] != nil && node.subgraphs.isEmpty
+            let ok = node.isDefaultDomain && kernels[node.opType] != nil && !node.holdsSubgraphs
             return ok ? nil : (node.displayName(index: index), node.opType)
         }
     }
@@ -124,7 +124,7 @@ public struct Interpreter {
     /// keep this graph from running, sorted.
     public static func unsupportedOperators(in graph: Graph) -> [String] {
         var result = Set<String>()
-        for node in graph.nodes where !(node.isDefaultDomain && kernels[node.opType] != nil && node.subgraphs.isEmpty) {
+        for node in graph.nodes where !(node.isDefaultDomain && kernels[node.opType] != nil && !node.holdsSubgraphs) {
             result.insert(node.isDefaultDomain ? node.opType : "\(node.domain ?? ""):\(node.opType)")
         }
         return result.sorted()
@@ -184,7 +184,8 @@ public struct Interpreter {
         let clock = ContinuousClock()
         let nodes = graph.nodes
 
-        for (index, step) in plan.steps.enumerated() {
+        for step in plan.steps {
+            let index = step.node
             let node = nodes[index]
             let started = observe == nil ? nil : clock.now
             let display = { node.displayName(index: index) }
@@ -195,7 +196,7 @@ public struct Interpreter {
             guard let kernel = step.kernel else {
                 throw fail("operator \(node.opType) is not supported")
             }
-            guard node.subgraphs.isEmpty else { throw fail("nodes with subgraphs are not supported") }
+            guard !node.holdsSubgraphs else { throw fail("nodes with subgraphs are not supported") }
             let context = KernelContext(node: node, opset: opset)
             context.inputs.reserveCapacity(step.inputs.count)
             // Before the kernel: the widened constants it reads (float64
@@ -372,6 +373,8 @@ extension Interpreter {
     /// (which was most of the cost of a small graph's run).
     final class Plan: @unchecked Sendable {
         struct Step {
+            /// The node's position in the graph.
+            var node: Int
             /// Input slots in order (−1: an omitted optional input).
             var inputs: [Int]
             /// Output slots in order (−1: an omitted output).
@@ -408,8 +411,15 @@ extension Interpreter {
             steps.reserveCapacity(nodes.count)
             for (i, node) in nodes.enumerated() {
                 let inputs = node.inputs.map { $0.isEmpty ? -1 : id($0) }
-                for s in inputs where s >= 0 { lastUse[s] = i }
-                steps.append(Step(inputs: inputs, outputs: node.outputs.map { $0.isEmpty ? -1 : id($0) }, frees: [],
+                // An Identity computes nothing: its output is another name
+                // for its input's slot (exporters write long chains of them).
+                if node.isOp("Identity"), inputs.count == 1, inputs[0] >= 0, node.outputs.count == 1,
+                   !node.outputs[0].isEmpty, slot[node.outputs[0]] == nil, !node.holdsSubgraphs {
+                    slot[node.outputs[0]] = inputs[0]
+                    continue
+                }
+                for s in inputs where s >= 0 { lastUse[s] = steps.count }
+                steps.append(Step(node: i, inputs: inputs, outputs: node.outputs.map { $0.isEmpty ? -1 : id($0) }, frees: [],
                                   kernel: node.isDefaultDomain ? Interpreter.kernels[node.opType] : nil))
             }
             for output in graph.outputs { if let n = output.name, !n.isEmpty { _ = id(n) } }

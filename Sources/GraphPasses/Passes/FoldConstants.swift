@@ -120,10 +120,25 @@ public struct FoldConstants: GraphPass {
         // IDs do not move when a node is erased, and a node's readers come
         // after it: one pass in ID order sees every node whose inputs an
         // earlier fold made constant.
+        // Identity outputs known to forward a computed value: a constant
+        // lookup would walk the whole Identity chain back to find that out,
+        // for every node reading its end (a 40,000-deep chain made that most
+        // of the pass). Filled in node order, so a chain is walked once.
+        var computedIdentities: Set<String> = []
         for id in graph.nodeIDs where graph.contains(id) {
+            if graph[id].isOp("Identity"), graph[id].inputs.count == 1, let output = graph[id].outputs.first {
+                let input = graph[id].inputs[0]
+                if computedIdentities.contains(input)
+                    || graph.value(named: input).producer.map({ !graph[$0.node].isOp("Constant") && !graph[$0.node].isOp("Identity") }) == true {
+                    computedIdentities.insert(output)
+                }
+                continue
+            }
+            if graph[id].inputs.contains(where: computedIdentities.contains) { continue }
+            // Borrowed for the test (most nodes are not foldable): no copy of the node.
+            guard let inputs = foldableInputs(of: graph[id], in: graph, context: context) else { continue }
             let node = graph[id]
             let label = graph.label(id)
-            guard let inputs = foldableInputs(of: node, in: graph, context: context) else { continue }
             let outcome = evaluate(node, inputs: inputs, opset: opset, supported: supported)
             switch outcome {
             case .leftAlone:
@@ -162,7 +177,7 @@ public struct FoldConstants: GraphPass {
     /// nil otherwise (left alone without a remark).
     func foldableInputs(of node: Node, in graph: Graph, context: PassContext) -> [Input]? {
         guard node.isDefaultDomain, !node.isOp("Constant"), !node.isOp("Identity"),
-              node.subgraphs.isEmpty, !Self.nonDeterministic.contains(node.opType),
+              !node.holdsSubgraphs, !Self.nonDeterministic.contains(node.opType),
               node.inputs.contains(where: { !$0.isEmpty }) else { return nil }
         if node.isOp("Dropout"), node.inputs.count > 2, !node.inputs[2].isEmpty { return nil }  // training_mode
         // Worth it only if someone reads an output, and safe only if the
