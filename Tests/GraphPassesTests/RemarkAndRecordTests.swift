@@ -111,3 +111,36 @@ import TestSupport
         #expect(report.unrecordedPasses == ["remove-add-zero"])
     }
 }
+
+/// The manager does not re-run a pass on the graph it last left: a pass is
+/// a function of the graph, so it would change nothing and say the same.
+@Suite struct PassSkippingTests {
+    final class Counter: @unchecked Sendable { var runs = 0 }
+    struct Counting: GraphPass {
+        let name = "count-runs"
+        let summary = "test pass"
+        let counter: Counter
+        func run(on graph: inout Graph, context: inout PassContext) throws -> PassResult {
+            counter.runs += 1
+            return PassResult(modified: false)
+        }
+    }
+
+    @Test func aPassRunsAgainOnlyAfterAChange() throws {
+        var model = try ModelReader.read(path: TestPaths.fixture("skip_conv_output_used_twice.onnx"))
+        let counter = Counter()
+        let report = try PassManager(passes: [FoldBatchNorm(), Counting(counter: counter)]).run(on: &model)
+        // Nothing folds: one round, each pass once, and the miss is reported.
+        #expect(report.iterations == 1)
+        #expect(counter.runs == 1)
+        #expect(report.remarks.map(\.reason) == ["ProducerHasOtherUses"])
+
+        var folding = try ModelReader.read(path: TestPaths.fixture("conv2d_bn.onnx"))
+        let counted = Counter()
+        let folded = try PassManager(passes: [FoldBatchNorm(), Counting(counter: counted)]).run(on: &folding)
+        // Round 2 finds the graph as each pass left it in round 1: neither runs again.
+        #expect(folded.iterations == 2)
+        #expect(counted.runs == 1)
+        #expect(folded.remarks.map(\.reason) == ["ConvBatchNormFolded"])
+    }
+}
