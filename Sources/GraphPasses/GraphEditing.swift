@@ -89,29 +89,35 @@ extension Graph {
         var candidates = names
         var dead: Set<String> = []
         while !candidates.isEmpty {
+            // One index lookup per name: whether it is dead, and what defines it.
             var deadNow: Set<String> = []
+            var producers: [NodeID] = []
+            var deadInitializers: Set<String> = []
             for name in candidates where !name.isEmpty && !keeping.contains(name) && !dead.contains(name) {
                 let v = value(named: name)
                 guard v.isDead else { continue }
                 if v.isGraphInput && v.initializer == nil { continue }  // a real input: part of the interface
                 deadNow.insert(name)
+                if let p = v.producer { producers.append(p.node) }
+                if v.initializer != nil { deadInitializers.insert(name) }
             }
             candidates = []
             guard !deadNow.isEmpty else { break }
             dead.formUnion(deadNow)
             // Their producers, found through the index (not by scanning the
             // nodes: that made every fold cost the graph's size).
-            let removable = Set(deadNow.compactMap { value(named: $0).producer?.node }.filter { id in
+            let removable = Set(producers.filter { id in
                 let node = self[id]
                 return (node.isOp("Constant") || node.isOp("Identity"))
                     && node.outputs.allSatisfy { deadNow.contains($0) || $0.isEmpty }
             })
             // An Identity's input may be dead now too: look at it next round.
             for id in removable where self[id].isOp("Identity") { candidates.formUnion(self[id].inputs) }
-            removeNodes(removable)
-            let deadInitializers = deadNow.filter { initializer(named: $0) != nil }
-            removeInitializers(named: deadInitializers)
-            removeInputs(named: deadInitializers)
+            if !removable.isEmpty { removeNodes(removable) }
+            if !deadInitializers.isEmpty {
+                removeInitializers(named: deadInitializers)
+                removeInputs(named: deadInitializers)
+            }
         }
         guard !dead.isEmpty else { return }
         removeValueInfo(named: dead)

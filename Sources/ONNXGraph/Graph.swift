@@ -181,7 +181,7 @@ public struct Value: Sendable {
 extension Graph {
     /// What the graph knows about the value called `name`.
     public func value(named name: String) -> Value {
-        let e = index.built(for: self).entries[name]
+        let e = index.entry(name, for: self)
         return Value(
             name: name,
             producer: e?.producer.map { ($0.node, $0.output) },
@@ -193,7 +193,7 @@ extension Graph {
 
     /// The initializer called `name`, if any.
     public func initializer(named name: String) -> Tensor? {
-        index.built(for: self).entries[name]?.initializer.map { self[$0] }
+        index.entry(name, for: self)?.initializer.map { self[$0] }
     }
 
     /// Every name this graph (and the graphs inside it) defines or reads:
@@ -347,6 +347,14 @@ final class GraphIndex: Equatable, @unchecked Sendable {
         let b = GraphIndex.build(graph)
         current = b
         return b
+    }
+
+    /// The entry of one name, read in place: no copy of the built index
+    /// (returning `Built` retains and releases its dictionary on every
+    /// query, which every fold makes dozens of).
+    func entry(_ name: String, for graph: Graph) -> Entry? {
+        if current == nil { current = GraphIndex.build(graph) }
+        return current!.entries[name]
     }
 
     /// Patches the built index in place (callers make the box unique first).

@@ -134,7 +134,14 @@ public struct FoldConstants: GraphPass {
                 }
                 continue
             }
-            if graph[id].inputs.contains(where: computedIdentities.contains) { continue }
+            // An input computed by another node (directly, or through
+            // Identity nodes) is not constant: skip without the full lookup.
+            // (CastLike's second input gives only its type.)
+            let castLike = graph[id].isOp("CastLike")
+            if graph[id].inputs.enumerated().contains(where: { slot, name in
+                !name.isEmpty && !(castLike && slot == 1) && (computedIdentities.contains(name)
+                    || graph.value(named: name).producer.map({ !graph[$0.node].isOp("Constant") && !graph[$0.node].isOp("Identity") }) == true)
+            }) { continue }
             // Borrowed for the test (most nodes are not foldable): no copy of the node.
             guard let inputs = foldableInputs(of: graph[id], in: graph, context: context) else { continue }
             let node = graph[id]
