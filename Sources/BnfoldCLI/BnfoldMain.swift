@@ -1,3 +1,4 @@
+import ReferenceRuntime
 import ArgumentParser
 import Foundation
 import ONNXFile
@@ -59,6 +60,7 @@ func printError(_ message: String) {
 public enum BnfoldMain {
     /// Parses the command line, runs the command, and exits with the contract's status.
     public static func main(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
+        Parallelism.configureBLAS()
         SignalCleanup.install()
         if arguments == ["--help"] || arguments == ["-h"] || arguments == ["help"] {
             print(Bnfold.rootHelp())

@@ -34,6 +34,9 @@ import ReferenceRuntime
 
 import Foundation
 
+// OpenBLAS's own threads would spin beside the runtime's workers (see Parallelism).
+Parallelism.configureBLAS()
+
 func fail(_ message: String, code: Int32) -> Never {
     // Escaped: the message may quote names from the model (see String.escapedForTerminal).
     FileHandle.standardError.write(Data("refrun: \(message.escapedForTerminal)\n".utf8))

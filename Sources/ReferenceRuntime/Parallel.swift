@@ -33,10 +33,25 @@ public enum Parallelism {
 
     /// Makes OpenBLAS single-threaded (once, before the runtime's first BLAS
     /// call, whichever kernel makes it): the runtime's workers call it.
+    ///
+    /// OpenBLAS also starts its own worker threads when it is loaded, and
+    /// they spin (`sched_yield`) for about 0.1 s waiting for work that never
+    /// comes once it is single-threaded: measured, 9 % of a short fold's CPU
+    /// on two cores, taken from the runtime's own workers. They are stopped
+    /// here (`blas_thread_shutdown_`, looked up at run time: not every
+    /// OpenBLAS build exports it; without it they only spin).
     static let blasConfigured: Bool = {
         openblas_set_num_threads(1)
+        if let stop = dlsym(nil, "blas_thread_shutdown_") {
+            _ = unsafeBitCast(stop, to: (@convention(c) () -> Int32).self)()
+        }
         return true
     }()
+
+    /// Configures OpenBLAS now rather than at the first BLAS call: a
+    /// command calls it first thing, so OpenBLAS's idle threads stop
+    /// spinning from the start of the process.
+    public static func configureBLAS() { _ = blasConfigured }
 }
 
 /// A value handed to concurrent workers that the caller guarantees they use
