@@ -110,9 +110,11 @@ extension PassContext {
     /// that is also a graph input, also behind `Identity` nodes): that is
     /// `OverridableInitializer`, which tells the user the option that folds it.
     func constant(named name: String, in graph: Graph, else reason: FoldReason,
-                  describing what: String) -> Result<(Tensor, ConstantSource), FoldMiss> {
+                  describing what: @autoclosure () -> String) -> Result<(Tensor, ConstantSource), FoldMiss> {
+        // The description is built only for a miss (every fold looks up
+        // half a dozen constants; formatting each name was measurable).
         constant(named: name, in: graph).mapError { why in
-            FoldMiss(why.root == .overridableInitializer ? .overridableInitializer : reason, "\(what) \(why.explanation)")
+            FoldMiss(why.root == .overridableInitializer ? .overridableInitializer : reason, "\(what()) \(why.explanation)")
         }
     }
 }

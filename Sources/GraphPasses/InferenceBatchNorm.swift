@@ -8,6 +8,8 @@ struct InferenceBatchNorm {
     let gamma: [Double], beta: [Double], mean: [Double], variance: [Double]
     /// ε from the attribute (default 1e-5); ONNX stores it as a float.
     let epsilon: Float
+    /// The parameter tensors as read, by input name (for the fold's record).
+    var tensors: [String: Tensor] = [:]
     /// `s_c = γ_c / sqrt(σ²_c + ε)`, in Double.
     let scale: [Double]
     var channels: Int { scale.count }
@@ -54,6 +56,7 @@ struct InferenceBatchNorm {
                      partner: String) -> Result<InferenceBatchNorm, FoldMiss> {
         let bn = graph[index]
         var params: [[Double]] = []
+        var tensors: [String: Tensor] = [:]
         for (slot, role) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
             switch context.constant(named: bn.inputs[slot], in: graph, else: .nonConstantBNParameters,
                                     describing: "its \(role) '\(bn.inputs[slot])'") {
@@ -66,6 +69,7 @@ struct InferenceBatchNorm {
                     return .failure(FoldMiss(.nonConstantBNParameters, "its \(role) '\(bn.inputs[slot])' could not be read"))
                 }
                 params.append(values)
+                tensors[bn.inputs[slot]] = t
             }
         }
         for (values, role) in zip(params, ["scale", "bias", "mean", "variance"]) where values.count != channels {
@@ -84,8 +88,10 @@ struct InferenceBatchNorm {
                 return .failure(FoldMiss(.notRepresentable, "channel \(c): the scale \(scale[c]) is not finite"))
             }
         }
-        return .success(InferenceBatchNorm(node: index, gamma: params[0], beta: params[1], mean: params[2],
-                                           variance: params[3], epsilon: epsilon, scale: scale))
+        var read = InferenceBatchNorm(node: index, gamma: params[0], beta: params[1], mean: params[2],
+                                      variance: params[3], epsilon: epsilon, scale: scale)
+        read.tensors = tensors
+        return .success(read)
     }
 }
 

@@ -44,8 +44,20 @@ struct LinearOperator {
     let alpha: Double
     /// Rank of the op's output: the weight's rank for convolutions, 2 for Gemm/MatMul.
     let outputRank: Int
+    /// The node's inputs when it was read.
+    var nodeInputs: [String]? = nil
 
     var elementType: DataType { weight.elementType }
+
+    /// The weight and bias as read, by the names the node reads them under
+    /// (for the fold's record: no second lookup).
+    var constants: [String: Tensor] {
+        guard let node = nodeInputs else { return [:] }
+        var c: [String: Tensor] = [:]
+        if node.count > 1 { c[node[1]] = weight }
+        if node.count > 2, !node[2].isEmpty, let bias { c[node[2]] = bias.tensor }
+        return c
+    }
 
     /// Operator types this reads.
     static func isLinear(_ node: Node) -> Bool {
@@ -184,10 +196,12 @@ struct LinearOperator {
                 effective = values
             }
         }
-        return .success(LinearOperator(
+        var op = LinearOperator(
             kind: kind, node: index, label: label, weight: weight, weightSource: weightSource, bias: bias,
             effectiveBias: effective, biasRows: biasRows, outChannels: outChannels, inChannels: inChannels,
-            group: group, kernelSize: kernelSize, transB: transB, alpha: alpha, outputRank: outputRank))
+            group: group, kernelSize: kernelSize, transB: transB, alpha: alpha, outputRank: outputRank)
+        op.nodeInputs = node.inputs
+        return .success(op)
     }
 
     // MARK: Folds

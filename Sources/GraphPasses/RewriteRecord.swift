@@ -72,8 +72,11 @@ public struct RewriteRecord: @unchecked Sendable {
     /// Starts a record from the graph as the fold found it: `replaced` are
     /// the nodes the fold removes or rewrites, in data-flow order, with the
     /// linear op `op` among them; `subject` is the node that goes.
+    ///
+    /// `known` are constants the fold has already looked up, by the name
+    /// the nodes read them under; the rest are looked up here.
     public init(pass: String, reason: String, kind: Kind, subject: NodeID, op: NodeID, replaced: [NodeID],
-                in graph: Graph, context: PassContext) {
+                in graph: Graph, context: PassContext, known: [String: Tensor] = [:]) {
         self.pass = pass
         self.reason = reason
         self.kind = kind
@@ -87,24 +90,27 @@ public struct RewriteRecord: @unchecked Sendable {
         output = before.last?.outputs.first ?? ""
         beforeConstants = [:]
         afterConstants = [:]
-        beforeConstants = resolve(before, in: graph, context: context)
+        beforeConstants = resolve(before, in: graph, context: context, known: known)
     }
 
     /// Completes the record from the graph as the fold left it: `replacement`
     /// is the op that now computes ``output``.
-    public mutating func finish(replacement: NodeID, in graph: Graph, context: PassContext) {
+    public mutating func finish(replacement: NodeID, in graph: Graph, context: PassContext, known: [String: Tensor] = [:]) {
         after = graph[replacement]
-        afterConstants = resolve([after], in: graph, context: context)
+        afterConstants = resolve([after], in: graph, context: context, known: known)
     }
 
     /// The constants `nodes` read, through the one constant lookup the
     /// passes use (Identity chains, Constant nodes, enclosing graphs).
-    private mutating func resolve(_ nodes: [Node], in graph: Graph, context: PassContext) -> [String: Tensor] {
+    private mutating func resolve(_ nodes: [Node], in graph: Graph, context: PassContext,
+                                  known: [String: Tensor]) -> [String: Tensor] {
         var computed: Set<String> = [input]
         var constants: [String: Tensor] = [:]
         for node in nodes {
             for name in node.inputs where !name.isEmpty && !computed.contains(name) && constants[name] == nil {
-                if case .success(let (tensor, _)) = context.constant(named: name, in: graph) {
+                if let tensor = known[name] {
+                    constants[name] = tensor
+                } else if case .success(let (tensor, _)) = context.constant(named: name, in: graph) {
                     constants[name] = tensor
                 } else {
                     unresolved.append(name)

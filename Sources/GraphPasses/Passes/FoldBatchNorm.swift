@@ -271,7 +271,7 @@ public struct FoldBatchNorm: GraphPass {
         var record = RewriteRecord(pass: name, reason: fold.reason.rawValue, kind: .batchNormIntoProducer,
                                    subject: fold.bn.node, op: op.node,
                                    replaced: [op.node] + (fold.add.map { [$0.node] } ?? []) + [fold.bn.node],
-                                   in: graph, context: context)
+                                   in: graph, context: context, known: fold.bn.tensors.merging(op.constants) { a, _ in a })
         var candidates = graph.apply(fold.rewrite, to: op, context: context, opset: opset)
         candidates.insert(graph[op.node].outputs[0])
         // The producer now computes the BN's output, under the BN's name.

@@ -186,7 +186,7 @@ public struct FoldBatchNormForward: GraphPass {
         let bn = graph[fold.bn.node]
         var record = RewriteRecord(pass: name, reason: fold.reason.rawValue, kind: .batchNormIntoConsumer,
                                    subject: fold.bn.node, op: fold.op.node, replaced: [fold.bn.node, fold.op.node],
-                                   in: graph, context: context)
+                                   in: graph, context: context, known: fold.bn.tensors.merging(fold.op.constants) { a, _ in a })
         var candidates = graph.apply(fold.rewrite, to: fold.op, context: context, opset: opset)
         // The op reads what the BN read.
         graph.setInput(node: fold.op.node, slot: 0, to: bn.inputs[0])
