@@ -127,21 +127,13 @@ public struct FoldConstants: GraphPass {
         var computedIdentities: Set<String> = []
         for id in graph.nodeIDs where graph.contains(id) {
             if graph[id].isOp("Identity"), graph[id].inputs.count == 1, let output = graph[id].outputs.first {
-                let input = graph[id].inputs[0]
-                if computedIdentities.contains(input)
-                    || graph.value(named: input).producer.map({ !graph[$0.node].isOp("Constant") && !graph[$0.node].isOp("Identity") }) == true {
-                    computedIdentities.insert(output)
-                }
+                if hasComputedInput(id, in: graph, computedIdentities) { computedIdentities.insert(output) }
                 continue
             }
             // An input computed by another node (directly, or through
             // Identity nodes) is not constant: skip without the full lookup.
             // (CastLike's second input gives only its type.)
-            let castLike = graph[id].isOp("CastLike")
-            if graph[id].inputs.enumerated().contains(where: { slot, name in
-                !name.isEmpty && !(castLike && slot == 1) && (computedIdentities.contains(name)
-                    || graph.value(named: name).producer.map({ !graph[$0.node].isOp("Constant") && !graph[$0.node].isOp("Identity") }) == true)
-            }) { continue }
+            if hasComputedInput(id, in: graph, computedIdentities) { continue }
             // Borrowed for the test (most nodes are not foldable): no copy of the node.
             guard let inputs = foldableInputs(of: graph[id], in: graph, context: context) else { continue }
             let node = graph[id]
@@ -211,6 +203,22 @@ public struct FoldConstants: GraphPass {
     }
 
     typealias Miss = FoldMiss
+
+    /// Whether an input of node `id` is computed by a node other than
+    /// `Constant`/`Identity`, directly or through the Identity outputs in
+    /// `computedIdentities` (CastLike's second input gives only its type).
+    func hasComputedInput(_ id: NodeID, in graph: Graph, _ computedIdentities: Set<String>) -> Bool {
+        let node = graph[id]
+        let castLike = node.isOp("CastLike")
+        for (slot, name) in node.inputs.enumerated() where !name.isEmpty && !(castLike && slot == 1) {
+            if computedIdentities.contains(name) { return true }
+            if let p = graph.value(named: name).producer {
+                let producer = graph[p.node]
+                if !producer.isOp("Constant") && !producer.isOp("Identity") { return true }
+            }
+        }
+        return false
+    }
 
     // MARK: Evaluating
 
