@@ -77,10 +77,10 @@ public struct FoldVerification: Sendable {
             let done = DispatchGroup()
             let box = Unchecked((original, folded, inputs))
             let result = ResultBox()
-            let pairRun = FoldVerifier.PairRun(records, irVersion: folded.irVersion, opsetImports: folded.opsetImports,
-                                               progress: progress.map { _ in { status.pair(FoldVerification.pairStatus($0, of: expected, $1)) } })
+            let cut = DispatchSemaphore(value: 0)
             // The second thread runs the whole model, then helps with the
-            // pairs that are left; this one works on the pairs.
+            // pairs that are left; this one cuts the pairs out (while the
+            // whole model runs) and works on them.
             DispatchQueue.global().async(group: done) {
                 let (original, folded, inputs) = box.value
                 MemoryBudget.$inForce.withValue(half) {
@@ -88,10 +88,15 @@ public struct FoldVerification: Sendable {
                         result.whole = FoldVerifier.verifyWholeModel(
                             original: original, folded: folded, shapes: inputs.shapes, given: inputs.given,
                             progress: status.shows ? { status.whole(FoldVerification.wholeModelStatus($0)) } : nil)
-                        pairRun.work()
+                        cut.wait()
+                        result.pairRun?.work()
                     }
                 }
             }
+            let pairRun = FoldVerifier.PairRun(records, irVersion: folded.irVersion, opsetImports: folded.opsetImports,
+                                               progress: progress.map { _ in { status.pair(FoldVerification.pairStatus($0, of: expected, $1)) } })
+            result.pairRun = pairRun
+            cut.signal()
             MemoryBudget.$inForce.withValue(half) { pairRun.work() }
             status.pairsDone()
             done.wait()
@@ -177,6 +182,8 @@ private struct Unchecked<T>: @unchecked Sendable {
 /// The whole-model thread's answer (written before the group is left, read after it is waited for).
 private final class ResultBox: @unchecked Sendable {
     var whole: FoldVerifier.WholeModel?
+    /// Set before the semaphore the whole-model thread waits on is signalled.
+    var pairRun: FoldVerifier.PairRun?
 }
 
 extension FoldVerification {
