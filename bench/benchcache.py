@@ -32,6 +32,15 @@ def add_tensor(graph, name, array):
     t.raw_data = array.tobytes()
 
 
+def write_complete(path, data):
+    """Writes `data` to `path` through `path.partial` and a rename: only a
+    complete file is ever cached."""
+    tmp = path + ".partial"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 def cache_key(params, script):
     h = hashlib.sha256()
     h.update(json.dumps(params, sort_keys=True).encode())

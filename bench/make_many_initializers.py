@@ -71,11 +71,7 @@ def main():
     path, cached = benchcache.cached_model_path(args.out_dir, prefix, benchcache.cache_key(params, __file__))
     if not cached:
         t0 = time.perf_counter()
-        data = build(params).SerializeToString()
-        tmp = path + ".partial"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)  # only a complete file is ever cached
+        benchcache.write_complete(path, build(params).SerializeToString())
         print(f"many-initializers: {path} ({os.path.getsize(path) / 1e6:.1f} MB) generated in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     print(path)

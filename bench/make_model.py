@@ -135,11 +135,8 @@ def main():
     model, convs = build(params)
     data = model.SerializeToString()
     del model
-    tmp = path + ".partial"
-    with open(tmp, "wb") as f:
-        f.write(data)
+    benchcache.write_complete(path, data)
     del data
-    os.replace(tmp, path)  # only a complete file is ever cached
     print(f"model: {convs} Conv+BatchNormalization blocks, {os.path.getsize(path) / 1e6:.0f} MB, "
           f"generated in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     print(path)

@@ -135,10 +135,7 @@ def main():
     t0 = time.perf_counter()
     model, convs = build(params)
     onnx.checker.check_model(model)
-    tmp = path + ".partial"
-    with open(tmp, "wb") as f:
-        f.write(model.SerializeToString())
-    os.replace(tmp, path)  # only a complete file is ever cached
+    benchcache.write_complete(path, model.SerializeToString())
     print(f"model: {convs} Conv+BatchNormalization pairs, {os.path.getsize(path) / 1e6:.0f} MB, "
           f"generated in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     print(path)
