@@ -32,11 +32,11 @@ import ONNXGraph
 /// - Returns: whether anything was folded.
 func foldEachCandidate(in graph: inout Graph, context: inout PassContext, pass: String,
                        isCandidate: (Graph, NodeID) -> Bool,
-                       fold: (inout Graph, NodeID) -> Result<Folded, FoldMiss>) -> Bool {
-    runWorklist(in: &graph, context: &context, pass: pass, seeds: graph.nodeIDs.filter { isCandidate(graph, $0) },
+                       fold: (inout Graph, NodeID) -> Result<Folded, FoldMiss>) throws -> Bool {
+    try runWorklist(in: &graph, context: &context, pass: pass, seeds: graph.nodeIDs.filter { isCandidate(graph, $0) },
                 isCandidate: isCandidate) { g, id in
         switch fold(&g, id) {
-        case .success(let folded): .applied(reason: folded.reason.rawValue, message: folded.message, record: folded.record)
+        case .success(let folded): .applied(reason: folded.reason.rawValue, message: folded.message, records: [folded.record])
         case .failure(let miss): .missed(reason: miss.reason.rawValue, message: miss.message)
         }
     }
@@ -44,8 +44,8 @@ func foldEachCandidate(in graph: inout Graph, context: inout PassContext, pass: 
 
 /// What one step of the worklist did at a candidate.
 enum StepOutcome {
-    /// Rewritten (the remark, and the record when the step made one).
-    case applied(reason: String, message: String, record: RewriteRecord?)
+    /// Rewritten (the remark, and the records the step made).
+    case applied(reason: String, message: String, records: [RewriteRecord])
     /// Left alone, with a reason (a provisional `missed` remark).
     case missed(reason: String, message: String)
     /// Left alone, no remark: not a candidate after all.
@@ -55,9 +55,15 @@ enum StepOutcome {
 /// The worklist driver (see ``foldEachCandidate``): candidates lowest ID
 /// first, re-queueing the neighbourhood of whatever a rewrite touched, and
 /// misses re-decided until every one was decided after the last rewrite.
+///
+/// A rewrite that keeps applying (a pattern whose result matches it
+/// again) would never end: past ``rewriteLimit(nodes:)`` rewrites in one
+/// run the driver throws a ``PassError`` naming the pass, as MLIR's greedy
+/// driver reports a failure to converge.
 func runWorklist(in graph: inout Graph, context: inout PassContext, pass: String, seeds: [NodeID],
                  isCandidate: (Graph, NodeID) -> Bool,
-                 step: (inout Graph, NodeID) throws -> StepOutcome) rethrows -> Bool {
+                 step: (inout Graph, NodeID) throws -> StepOutcome) throws -> Bool {
+    let limit = rewriteLimit(nodes: graph.nodeCount)
     var queue = NodeQueue()
     for id in seeds { queue.push(id) }
     /// Per missed candidate: its remark and the rewrite count when decided.
@@ -74,11 +80,14 @@ func runWorklist(in graph: inout Graph, context: inout PassContext, pass: String
             case .missed(let reason, let message):
                 misses[id] = (Remark(kind: .missed, pass: pass, reason: reason, node: label,
                                      message: message, nodeID: id), folds)
-            case .applied(let reason, let message, let record):
+            case .applied(let reason, let message, let records):
                 context.remark(Remark(kind: .applied, pass: pass, reason: reason, node: label,
                                       message: message, nodeID: id))
-                if let record { context.record(record) }
+                for record in records { context.record(record) }
                 folds += 1
+                if folds > limit {
+                    throw PassError(pass: pass, "pass \(pass) did not converge: more than \(limit) rewrites in a graph of \(graph.nodeCount) nodes (a rewrite whose result it matches again?)")
+                }
                 misses[id] = nil
                 for t in touched where graph.contains(t) {
                     for n in graph.neighbourhood(of: t) where isCandidate(graph, n) { queue.push(n) }
@@ -91,6 +100,14 @@ func runWorklist(in graph: inout Graph, context: inout PassContext, pass: String
     }
     for (_, miss) in misses.sorted(by: { $0.key < $1.key }) { context.remark(miss.remark) }
     return folds > 0
+}
+
+/// Rewrites one worklist run may make before it is taken not to converge:
+/// 16 per node the graph had (a fold removes a node; a pattern may add a
+/// few), at least 4,096.
+func rewriteLimit(nodes: Int) -> Int {
+    let (product, overflow) = nodes.multipliedReportingOverflow(by: 16)
+    return overflow ? Int.max : max(4096, product)
 }
 
 /// One fold's outcome for ``foldEachCandidate``: the applied remark's

@@ -61,7 +61,7 @@ extension RewritePattern {
             defer { swap(&rewriter.storage, &g) }
             switch try matchAndRewrite(id, rewriter: &rewriter) {
             case .applied(let reason, let message):
-                return .applied(reason: reason, message: message, record: rewriter.records.first)
+                return .applied(reason: reason, message: message, records: rewriter.records)
             case .notMatched(let reason, let message):
                 return .missed(reason: reason, message: message)
             case .notCandidate:
@@ -134,7 +134,7 @@ public struct Rewriter {
         storage.removeDeadValues(read, context: context)
     }
     /// Hands over what the rewrite replaced (``RewriteRecord``), so that the
-    /// fold's verification pair-checks it; one per `applied`.
+    /// fold's verification pair-checks it (one per fold the rewrite made).
     public mutating func record(_ record: RewriteRecord) { records.append(record) }
     /// Any other edit, on the graph itself.
     public mutating func edit<R>(_ body: (inout Graph) throws -> R) rethrows -> R { try body(&storage) }

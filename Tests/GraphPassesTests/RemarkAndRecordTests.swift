@@ -112,6 +112,59 @@ import TestSupport
     }
 }
 
+/// Every record a pattern hands over reaches the report (none is dropped).
+@Suite struct PatternRecordTests {
+    /// Renames nothing and records the Conv → BN pair twice, at the root BN.
+    struct RecordTwice: RewritePattern {
+        let name = "record-twice"
+        let summary = "test pattern"
+        let rootOps: Set<String> = ["BatchNormalization"]
+        func matchAndRewrite(_ id: NodeID, rewriter: inout Rewriter) throws -> MatchResult {
+            guard rewriter[id].docString != "seen",
+                  let conv = rewriter.value(named: rewriter[id].inputs[0]).producer?.node else { return .notCandidate }
+            for _ in 0..<2 {
+                var record = RewriteRecord(pass: name, reason: "Recorded", kind: .batchNormIntoProducer, subject: id,
+                                           op: conv, replaced: [conv, id], in: rewriter.graph, context: rewriter.context)
+                record.finish(replacement: conv, in: rewriter.graph, context: rewriter.context)
+                rewriter.record(record)
+            }
+            rewriter.updateNode(id) { $0.docString = "seen" }   // a change, so the driver counts an application
+            return .applied(reason: "Recorded", message: "recorded twice")
+        }
+    }
+
+    @Test func everyRecordIsKept() throws {
+        var model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn.onnx"))
+        let report = try PassManager(passes: [RecordTwice()]).run(on: &model)
+        #expect(report.records.count == 2)
+        #expect(report.remarks.filter { $0.kind == .applied }.count == 1)
+        #expect(report.records.allSatisfy { $0.pass == "record-twice" && $0.before.map(\.opType) == ["Conv", "BatchNormalization"] })
+        #expect(report.unrecordedPasses.isEmpty)
+    }
+}
+
+/// A pattern whose result matches it again is stopped with an error naming it.
+@Suite struct NonConvergingPatternTests {
+    struct AlwaysApplies: RewritePattern {
+        let name = "always-applies"
+        let summary = "test pattern"
+        let rootOps: Set<String> = ["BatchNormalization"]
+        func matchAndRewrite(_ id: NodeID, rewriter: inout Rewriter) throws -> MatchResult {
+            rewriter.updateNode(id) { $0.docString = ($0.docString ?? "") + "." }
+            return .applied(reason: "Again", message: "again")
+        }
+    }
+
+    @Test func isStoppedWithAPassError() throws {
+        var model = try ModelReader.read(path: TestPaths.fixture("conv2d_bn.onnx"))
+        #expect {
+            _ = try PassManager(passes: [AlwaysApplies()]).run(on: &model)
+        } throws: { error in
+            (error as? PassError).map { $0.pass == "always-applies" && $0.message.contains("did not converge: more than 4096 rewrites") } ?? false
+        }
+    }
+}
+
 /// The manager does not re-run a pass on the graph it last left: a pass is
 /// a function of the graph, so it would change nothing and say the same.
 @Suite struct PassSkippingTests {

@@ -45,7 +45,7 @@ public struct FoldAffineIntoProducer: GraphPass {
         guard graph.nodes.contains(where: { $0.isOp("Mul") || $0.isOp("Add") }) else { return PassResult(modified: false) }
         let opset = context.defaultOpsetVersion ?? FoldBatchNorm.knownOpsets.upperBound
         let scan = context  // what the folds read: the scope and options, not the remarks
-        let modified = foldEachCandidate(
+        let modified = try foldEachCandidate(
             in: &graph, context: &context, pass: name,
             isCandidate: { g, i in candidate(i, in: g, context: scan) != nil },
             fold: { g, i in

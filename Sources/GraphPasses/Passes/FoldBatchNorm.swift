@@ -94,7 +94,7 @@ public struct FoldBatchNorm: GraphPass {
         guard graph.nodes.contains(where: { $0.isOp("BatchNormalization") }) else { return PassResult(modified: false) }
         let opset = try Self.checkedOpset(context, pass: name)
         let scan = context  // what the folds read: the scope and options, not the remarks
-        let modified = foldEachCandidate(
+        let modified = try foldEachCandidate(
             in: &graph, context: &context, pass: name,
             isCandidate: { g, i in g[i].isOp("BatchNormalization") },
             fold: { g, i in

@@ -58,7 +58,7 @@ public struct FoldBatchNormForward: GraphPass {
         guard graph.nodes.contains(where: { $0.isOp("BatchNormalization") }) else { return PassResult(modified: false) }
         let opset = try FoldBatchNorm.checkedOpset(context, pass: name)
         let scan = context  // what the folds read: the scope and options, not the remarks
-        let modified = foldEachCandidate(
+        let modified = try foldEachCandidate(
             in: &graph, context: &context, pass: name,
             isCandidate: { g, i in g[i].isOp("BatchNormalization") && consumer(ofBatchNorm: i, in: g) != nil },
             fold: { g, i in
